@@ -1,0 +1,47 @@
+# Two commands do everything: `make demo` and `make test`. Each creates or reuses the
+# local virtualenv in .venv and installs what it needs into it.
+PYTHON ?= python3
+VENV ?= .venv
+KERAS_BACKEND ?= jax
+export KERAS_BACKEND
+# pytest-xdist workers; tests are CPU-bound and this machine has 2 cores
+JOBS ?= 2
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.caffe2keras-installed
+
+.PHONY: test demo venv backend bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+# The Keras backend's own package. torch is pinned: unpinned it pulls a multi-GB CUDA build.
+$(VENV)/.backend-jax: | $(STAMP)
+	$(BIN)/python -m pip install -q "jax>=0.4.20"
+	touch $@
+$(VENV)/.backend-tensorflow: | $(STAMP)
+	$(BIN)/python -m pip install -q "tensorflow-cpu>=2.16"
+	touch $@
+$(VENV)/.backend-torch: | $(STAMP)
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	touch $@
+
+venv: $(STAMP)
+backend: $(VENV)/.backend-$(KERAS_BACKEND)
+
+test: venv backend
+	$(BIN)/python -m pytest -q -n $(JOBS) $(PYTEST_ARGS)
+
+demo: venv backend
+	$(BIN)/python demo/demo.py
+
+bench: venv backend
+	$(BIN)/python bench/bench_read.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,141 @@
+"""Reading .caffemodel weights (V2, V1 and V0 layer entries) without copying the file.
+
+Blob data come back as numpy views on a read-only memory map: a 553 MB VGG16 file is
+"read" in milliseconds and its pages are only faulted in when a converter uses them.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import CaffeFormatError, CaffeWarning
+from .files import map_binary
+from .proto.message import Message
+from .proto.schema import V1_TYPE_NAMES
+from .proto.wire import Decoder
+
+# Only what weight loading needs is decoded; the rest of each layer entry is skipped.
+_ONLY = {
+    "NetParameter": {"name", "layer", "layers"},
+    "LayerParameter": {"name", "type", "bottom", "top", "blobs", "pooling_param"},
+    "V1LayerParameter": {"name", "type", "bottom", "top", "blobs", "layer", "pooling_param"},
+    "V0LayerParameter": {"name", "type", "blobs"},
+}
+
+
+@dataclass
+class Blob:
+    """One parameter blob: ``data`` (flat view, float32 or float64) and its declared shape."""
+
+    data: np.ndarray
+    shape: tuple
+    legacy: bool        # shape came from num/channels/height/width
+    position: str       # byte offset of the BlobProto
+
+    def array(self, shape=None) -> np.ndarray:
+        """The blob as an array of ``shape`` (default: declared), without copying."""
+        return self.data.reshape(self.shape if shape is None else shape)
+
+
+@dataclass
+class LayerWeights:
+    name: str
+    type: str
+    blobs: list
+    position: str
+    pool_field13: int | None = None   # raw round_mode/ceil_mode value, see schema.py
+    bottoms: list = field(default_factory=list)
+    tops: list = field(default_factory=list)
+
+
+class CaffeModel:
+    """The layers of a .caffemodel that hold blobs, by name, in file order."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.buffer = map_binary(path)
+        self.size = len(self.buffer)
+        self.layers: dict[str, LayerWeights] = {}
+        self.all_layers: list[LayerWeights] = []   # every entry, blobs or not
+        self.format = "V2"
+        self.name = ""
+        self._read()
+
+    def _read(self):
+        dec = Decoder(self.buffer, self.path, _ONLY)
+        proto = dec.message("NetParameter")
+        if not (proto.layer or proto.layers):
+            raise CaffeFormatError(
+                "holds no layers: not a Caffe weights file (or an empty net)", path=self.path)
+        self.name = proto.name
+        self.format = "V1" if proto.layers and not proto.layer else "V2"
+        entries = [_entry(e) for e in proto.layer] + [_v1_entry(e) for e in proto.layers]
+        for name, type_, blob_msgs, pool, pos in entries:
+            blobs = [_blob(b, self.path, name, i) for i, b in enumerate(blob_msgs)]
+            lw = LayerWeights(name, type_, blobs, pos, pool)
+            self.all_layers.append(lw)
+            if not blobs:
+                continue
+            if lw.name in self.layers:
+                warnings.warn(f"{self.path}: layer '{lw.name}' appears twice in the weights; "
+                              f"using the last copy, as Caffe does", CaffeWarning, stacklevel=3)
+            self.layers[lw.name] = lw
+
+    def close(self):
+        self.layers.clear()
+        self.all_layers.clear()
+
+
+def _v1_entry(e: Message):
+    if e.has("layer"):  # V0 inside V1 container
+        v0 = e.layer
+        return v0.name, v0.type, list(v0.blobs), None, e._pos
+    type_ = V1_TYPE_NAMES.get(e.type, str(e.type)) if e.has("type") else ""
+    return e.name, type_, list(e.blobs), _field13(e), e._pos
+
+
+def _field13(e: Message):
+    if not e.has("pooling_param"):
+        return None
+    return e.pooling_param.get("field13")
+
+
+def _entry(e: Message):
+    return e.name, e.type, list(e.blobs), _field13(e), e._pos
+
+
+def _blob(b: Message, path, layer, index) -> Blob:
+    where = f"blob {index} of layer '{layer}'"
+    if b.has("shape"):
+        shape = tuple(int(d) for d in b.shape.dim)
+        legacy = False
+    elif any(b.has(k) for k in ("num", "channels", "height", "width")):
+        shape = (int(b.num), int(b.channels), int(b.height), int(b.width))
+        legacy = True
+    else:
+        shape = None
+        legacy = False
+    if shape is not None and any(d < 0 for d in shape):
+        raise CaffeFormatError(f"{where} has negative dimensions {list(shape)}",
+                               path=path, position=b._pos, layer=layer)
+    data = b.get("data")
+    if data is None or len(data) == 0:
+        data = b.get("double_data")
+    if data is None:
+        data = np.zeros(0, np.float32)
+    data = np.asarray(data) if not isinstance(data, np.ndarray) else data
+    if shape is None:
+        shape = (len(data),)
+    count = math.prod(shape)
+    if count != len(data):
+        raise CaffeFormatError(
+            f"{where} declares shape {list(shape)} ({count} values) but holds {len(data)} "
+            f"values (file truncated or corrupted)", path=path, position=b._pos, layer=layer)
+    return Blob(data, shape, legacy, b._pos)
+
+
+def load_caffemodel(path) -> CaffeModel:
+    return CaffeModel(path)

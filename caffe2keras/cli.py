@@ -1,0 +1,51 @@
+"""The `caffe2keras` command line."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from . import __version__
+from .errors import CaffeFormatError, CaffeWarning
+
+COMMANDS = ["inspect", "convert", "mean"]
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="caffe2keras",
+        description="Convert Caffe models (prototxt + caffemodel) to exact Keras 3 models. "
+                    "No Caffe needed.")
+    parser.add_argument("--version", action="version", version=f"caffe2keras {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for name in COMMANDS:
+        mod = importlib.import_module(f".commands.{name}", __package__)
+        mod.add_parser(sub)
+        modules[name.replace("_", "-")] = mod
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("default", CaffeWarning)
+    try:
+        return modules[args.command].run(args)
+    except CaffeFormatError as e:
+        print(f"caffe2keras: error: {e}", file=sys.stderr)
+        return 1
+    except KeyError as e:  # unknown blob names and the like, raised with a full sentence
+        print(f"caffe2keras: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("caffe2keras: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Stage three: a planned Caffe graph -> a Keras 3 functional model."""

@@ -1,0 +1,2 @@
+"""Built-in converters; importing the modules registers them."""
+from . import activations, conv  # noqa: F401

@@ -1,0 +1,121 @@
+"""Graph passes before emitting Keras: which Caffe layers become which Keras steps.
+
+Pure Python (no Keras), so that weight export makes the very same decisions as
+``convert()`` and its files load into the converted model.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import UnsupportedLayerError
+from ..graph import Graph, Node
+from .registry import CONVERTERS, load_builtin
+
+FUSED_BN_SCALE = "BatchNorm+Scale"
+
+
+@dataclass
+class Step:
+    type: str        # converter key: a Caffe type, or FUSED_BN_SCALE
+    nodes: list      # the Caffe layers (graph Nodes) this step covers
+    inputs: list     # value ids
+    outputs: list    # value ids
+    name: str        # Keras name of the step's main layer (unique, sanitised)
+    names: "Names | None" = None   # for the step's helper layers (padding, transposes)
+
+    @property
+    def node(self) -> Node:
+        return self.nodes[0]
+
+
+def keras_name(caffe_name: str) -> str:
+    """Keras layer names may not hold '/' (and h5 paths dislike odd characters)."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", caffe_name)
+    return name or "layer"
+
+
+class Names:
+    """Hands out unique Keras names; the first claim of a name gets it unchanged."""
+
+    def __init__(self):
+        self.used = set()
+
+    def claim(self, base: str) -> str:
+        name, k = base, 1
+        while name.lower() in self.used:
+            name, k = f"{base}_{k}", k + 1
+        self.used.add(name.lower())
+        return name
+
+
+def resolve_outputs(graph: Graph, outputs=None) -> list:
+    """Blob names to expose: the net's outputs, a list, or "all" (every named blob)."""
+    if outputs is None:
+        names = list(graph.outputs)
+    elif outputs == "all":
+        names = graph.blob_names()
+    else:
+        if isinstance(outputs, str):
+            outputs = [o for o in outputs.split(",") if o]
+        names = list(outputs)
+        missing = [o for o in names if o not in graph.versions]
+        if missing:
+            raise KeyError(f"no blob named {', '.join(map(repr, missing))} in "
+                           f"{graph.net.path}; blobs are: {', '.join(graph.blob_names())}")
+    return names
+
+
+def check_supported(graph: Graph):
+    """All unsupported layers at once, before anything is built."""
+    load_builtin()
+    bad = [(n.name, n.type) for n in graph.nodes if n.type not in CONVERTERS]
+    if bad:
+        types = sorted({t for _, t in bad})
+        listing = "; ".join(f"{name} ({t})" for name, t in bad)
+        raise UnsupportedLayerError(
+            f"{len(bad)} layer(s) of unsupported type {', '.join(types)}: {listing}. "
+            f"Add a converter with caffe2keras.register_converter(TYPE).",
+            path=graph.net.path)
+
+
+def _fusable_scale(graph: Graph, bn: Node, keep: set):
+    """The Scale that only post-processes this BatchNorm's output, if any."""
+    if len(bn.outputs) != 1 or bn.outputs[0] in keep:
+        return None
+    consumers = graph.consumers(bn.outputs[0])
+    if len(consumers) != 1:
+        return None
+    sc = consumers[0]
+    if sc.type != "Scale" or len(sc.inputs) != 1 or sc.inputs[0] != bn.outputs[0]:
+        return None
+    p = sc.layer.param("scale_param")
+    shape = graph.values[bn.inputs[0]].shape
+    if shape is None or len(shape) < 2:
+        return None
+    axis = p.axis + len(shape) if p.axis < 0 else p.axis
+    if axis != 1 or p.num_axes != 1:
+        return None
+    return sc
+
+
+def make_plan(graph: Graph, keep=()) -> list:
+    """Steps in graph order. ``keep``: value ids that must stay observable (outputs)."""
+    keep = set(keep)
+    names = Names()
+    steps, absorbed = [], set()
+    for node in graph.nodes:
+        if id(node) in absorbed:
+            continue
+        if node.type == "BatchNorm":
+            sc = _fusable_scale(graph, node, keep)
+            if sc is not None:
+                absorbed.add(id(sc))
+                steps.append(Step(FUSED_BN_SCALE, [node, sc], list(node.inputs),
+                                  list(sc.outputs), names.claim(keras_name(node.name))))
+                continue
+        steps.append(Step(node.type, [node], list(node.inputs), list(node.outputs),
+                          names.claim(keras_name(node.name))))
+    for s in steps:
+        s.names = names
+    return steps

@@ -1,0 +1,42 @@
+"""Converters, one per Caffe layer type, registered by type name.
+
+A converter is ``fn(ctx) -> list of output tensors`` (one per top). It builds Keras
+layers on ``ctx.inputs`` (4-D blobs are NHWC, any other rank keeps Caffe's axis order)
+and names them from ``ctx.name``. A layer type with weights also registers a weights
+function ``fn(ctx) -> {keras layer name: [arrays in that layer's weight order]}`` that
+needs no Keras: the converter applies it, and weight export (export.py) reuses it.
+"""
+from __future__ import annotations
+
+CONVERTERS: dict = {}
+WEIGHTS: dict = {}
+
+
+def register_converter(*types, weights=None):
+    """Decorator: ``@register_converter("MyType")`` makes ``fn(ctx)`` the converter for
+    Caffe layers of that type (replacing any built-in one). ``weights``, if given, is the
+    matching weights function (see the module docstring)."""
+    if not types or not all(isinstance(t, str) and t for t in types):
+        raise TypeError("register_converter needs one or more Caffe layer type names")
+
+    def register(fn):
+        for t in types:
+            CONVERTERS[t] = fn
+            if weights is not None:
+                WEIGHTS[t] = weights
+        return fn
+    return register
+
+
+def register_weights(*types):
+    """Decorator: the weights function for Caffe layer ``types``."""
+    def register(fn):
+        for t in types:
+            WEIGHTS[t] = fn
+        return fn
+    return register
+
+
+def load_builtin():
+    """Import the built-in converters (they register themselves)."""
+    from . import converters  # noqa: F401

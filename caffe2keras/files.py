@@ -1,0 +1,99 @@
+"""Opening input files with clear errors, and writing outputs atomically."""
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import CaffeFormatError
+
+
+def _check_file(path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise CaffeFormatError("no such file", path=p)
+    if p.is_dir():
+        raise CaffeFormatError("is a directory, expected a file", path=p)
+    if not p.is_file():
+        raise CaffeFormatError("is not a regular file", path=p)
+    return p
+
+
+def looks_binary(head: bytes) -> bool:
+    """Protobuf binaries start with a field tag and hold NULs and non-UTF-8 bytes; text
+    prototxts are printable."""
+    if b"\x00" in head:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start < len(head) - 4  # a multi-byte char cut by the sample is fine
+    return False
+
+
+def read_text(path, what="prototxt") -> str:
+    p = _check_file(path)
+    data = p.read_bytes()
+    if not data.strip():
+        raise CaffeFormatError(f"file is empty, expected a text {what}", path=p)
+    if looks_binary(data[:4096]):
+        raise CaffeFormatError(
+            f"this is a binary file (a .caffemodel or .binaryproto?), expected a text {what}",
+            path=p)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Old prototxts carry Latin-1 comments; those bytes only occur in comments and
+        # strings, so reading them as Latin-1 loses nothing the parser needs.
+        return data.decode("latin-1")
+
+
+def map_binary(path, what="caffemodel"):
+    """Memory-map a binary file read-only. Returns the mmap (len() is the size)."""
+    p = _check_file(path)
+    size = p.stat().st_size
+    if size == 0:
+        raise CaffeFormatError(f"file is empty, expected a binary {what}", path=p)
+    with open(p, "rb") as f:
+        head = f.read(256)
+        if _looks_text_proto(head):
+            raise CaffeFormatError(
+                f"this is a text file (a .prototxt?), expected a binary {what}", path=p)
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    with contextlib.suppress(AttributeError, OSError):
+        mm.madvise(mmap.MADV_SEQUENTIAL)
+    return mm
+
+
+def _looks_text_proto(head: bytes) -> bool:
+    if looks_binary(head):
+        return False
+    text = head.decode("utf-8", errors="replace").lstrip()
+    return text.startswith(("#", "name", "layer", "input", "force_backward", "state", "debug_info"))
+
+
+@contextlib.contextmanager
+def atomic_output(path, suffix=None):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one
+    rename. An error or Ctrl-C leaves no partial file and the old ``path`` untouched."""
+    dest = Path(path)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.is_dir():
+        raise CaffeFormatError("output folder does not exist", path=parent)
+    if dest.is_dir():
+        raise CaffeFormatError("is a directory, expected an output file name", path=dest)
+    suffix = suffix if suffix is not None else "".join(dest.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=parent)
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it a normal file's mode
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,235 @@
+"""The net as a dataflow graph: in-place writes resolved, Caffe shapes inferred, weights
+attached and checked against the shapes the layer definitions imply.
+
+In-place layers (top == bottom) are normal in Caffe; here every write makes a new value,
+so a blob name maps to a list of versions and means the last one.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+
+from .caffemodel import CaffeModel, load_caffemodel
+from .errors import CaffeFormatError, CaffeWarning
+from .net import Layer, Net, load_net
+from .shapes import SHAPE_FUNCTIONS, ShapeError, infer
+
+# Types with no computation of their own that the graph handles.
+STRUCTURAL = {"Input", "DummyData"}
+
+
+@dataclass
+class Value:
+    id: str            # unique within the graph
+    blob: str          # Caffe blob name
+    shape: tuple | None
+    producer: "Node | None" = None
+
+
+@dataclass
+class Node:
+    layer: Layer
+    inputs: list       # value ids
+    outputs: list      # value ids
+    param_shapes: list | None = None   # expected blob shapes (None: unknown type)
+
+    @property
+    def name(self):
+        return self.layer.name
+
+    @property
+    def type(self):
+        return self.layer.type
+
+
+@dataclass
+class Graph:
+    net: Net
+    nodes: list
+    values: dict                    # id -> Value
+    inputs: list                    # value ids of net inputs, in order
+    versions: dict                  # blob name -> [value ids], in write order
+    outputs: list                   # blob names Caffe reports as net outputs
+    weights_path: str | None = None
+    unsupported: list = field(default_factory=list)   # [(layer name, type)]
+    extra_weights: list = field(default_factory=list)  # layers only in the caffemodel
+    notes: list = field(default_factory=list)          # things inspect should say
+
+    def final(self, blob) -> str:
+        """Value id of ``blob`` after its last (in-place) writer."""
+        return self.versions[blob][-1]
+
+    def shape(self, blob):
+        return self.values[self.final(blob)].shape
+
+    def consumers(self, value_id):
+        return [n for n in self.nodes if value_id in n.inputs]
+
+    def blob_names(self):
+        return list(self.versions)
+
+
+def build_graph(net: Net, weights: CaffeModel | None = None) -> Graph:
+    values, versions, inputs = {}, {}, []
+    for blob, shape in net.inputs.items():
+        values[blob] = Value(blob, blob, tuple(shape))
+        versions[blob] = [blob]
+        inputs.append(blob)
+    available = dict.fromkeys(net.inputs)  # ordered set of blobs not yet consumed
+    nodes, unsupported = [], []
+    producer_of = {}  # blob -> layer that wrote it last (for messages)
+    for lay in net.layers:
+        if len(set(lay.tops)) != len(lay.tops):
+            raise CaffeFormatError(f"lists a top twice: {lay.tops}", path=net.path,
+                                   position=lay.position, layer=lay.name)
+        in_ids = []
+        for b in lay.bottoms:
+            if b not in versions:
+                later = [x.name for x in net.layers if b in x.tops]
+                gone = [(n, t) for n, t, tops in net.excluded if b in tops]
+                gone += [(n, t) for n, t, why in net.dropped if why == "data layer"]
+                if later:
+                    hint = (f"; it is produced later by layer '{later[0]}' (layers must come "
+                            f"after their inputs, and nets cannot have cycles)")
+                elif gone:
+                    hint = (f"; it would come from layer '{gone[0][0]}' ({gone[0][1]}), which "
+                            f"is not part of the net in {net.state}; give the blob a shape "
+                            f"to make it an input, e.g. --input-shape {b}=1,3,224,224")
+                else:
+                    hint = (f"; known blobs: {', '.join(list(versions)[:12]) or 'none'}"
+                            f"{'...' if len(versions) > 12 else ''}")
+                raise CaffeFormatError(f"bottom '{b}' is not produced by any earlier layer"
+                                       f" or input{hint}", path=net.path,
+                                       position=lay.position, layer=lay.name)
+            in_ids.append(versions[b][-1])
+            available.pop(b, None)
+        out_ids = []
+        for t in lay.tops:
+            if t in versions and t not in lay.bottoms:
+                raise CaffeFormatError(
+                    f"top '{t}' is already produced by '{producer_of.get(t, 'the input')}'; "
+                    f"a blob may only be rewritten in place (top == bottom)",
+                    path=net.path, position=lay.position, layer=lay.name)
+            vid = t if t not in values else _fresh_id(values, f"{t}@{lay.name}")
+            values[vid] = Value(vid, t, None)
+            versions.setdefault(t, []).append(vid)
+            out_ids.append(vid)
+            producer_of[t] = lay.name
+            available[t] = None
+        node = Node(lay, in_ids, out_ids)
+        for v in out_ids:
+            values[v].producer = node
+        nodes.append(node)
+        if lay.type not in SHAPE_FUNCTIONS:
+            unsupported.append((lay.name, lay.type))
+            continue
+        in_shapes = [values[i].shape for i in in_ids]
+        if any(s is None for s in in_shapes):
+            continue  # downstream of an unknown layer: shape unknown
+        try:
+            tops, params = infer(lay, in_shapes)
+        except CaffeFormatError as e:
+            raise e.with_context(path=net.path, layer=lay.name) from None
+        for vid, shp in zip(out_ids, tops):
+            values[vid].shape = tuple(shp)
+        node.param_shapes = [tuple(p) for p in params]
+    g = Graph(net, nodes, values, inputs, versions, list(available),
+              unsupported=unsupported)
+    if weights is not None:
+        attach_weights(g, weights)
+    return g
+
+
+def _fresh_id(values, base):
+    vid, k = base, 1
+    while vid in values:
+        vid, k = f"{base}#{k}", k + 1
+    return vid
+
+
+def _legacy_matches(declared, expected):
+    """Legacy num/channels/height/width dims are the real shape left-padded with 1s."""
+    if len(expected) > 4:
+        return False
+    return tuple(declared) == (1,) * (4 - len(expected)) + tuple(expected)
+
+
+def _squeeze_legacy(shape):
+    shape = list(shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape.pop(0)
+    return tuple(shape)
+
+
+def attach_weights(g: Graph, weights: CaffeModel):
+    """Give each layer its blobs from the caffemodel, matched by layer name, reshaped to
+    the shapes the layer definition implies (legacy 4-D dims included)."""
+    g.weights_path = weights.path
+    by_name = {n.name: n for n in g.nodes}
+    for node in g.nodes:
+        lw = weights.layers.get(node.name)
+        expected = node.param_shapes
+        if lw is None:
+            if expected:
+                raise CaffeFormatError(
+                    f"{node.type} layer has no weights in {weights.path} (expected "
+                    f"{len(expected)} blobs: {_fmt_shapes(expected)}); is this the "
+                    f"caffemodel for this prototxt?", path=g.net.path,
+                    position=node.layer.position, layer=node.name)
+            continue
+        if expected is None:  # unknown type: take blobs as declared
+            node.layer.blobs = [b.array(_squeeze_legacy(b.shape) if b.legacy else None)
+                                for b in lw.blobs]
+            continue
+        found = [b.shape for b in lw.blobs]
+        if len(found) != len(expected):
+            raise CaffeFormatError(
+                f"expected {len(expected)} weight blobs {_fmt_shapes(expected)} for this "
+                f"{node.type}, found {len(found)} {_fmt_shapes(found)} in {weights.path}",
+                path=g.net.path, position=node.layer.position, layer=node.name)
+        arrays = []
+        for i, (b, want) in enumerate(zip(lw.blobs, expected)):
+            ok = (tuple(b.shape) == tuple(want) or
+                  (b.legacy and _legacy_matches(b.shape, want)) or
+                  (math.prod(want) == math.prod(b.shape) == 1))
+            if not ok:
+                raise CaffeFormatError(
+                    f"weight blob {i} has shape {list(b.shape)} in {weights.path}, but the "
+                    f"prototxt implies {list(want)}", path=g.net.path,
+                    position=node.layer.position, layer=node.name)
+            arrays.append(b.array(want))
+        node.layer.blobs = arrays
+    extra = [name for name in weights.layers if name not in by_name]
+    if extra:
+        g.extra_weights = extra
+        warnings.warn(f"{weights.path}: weights for {len(extra)} layer(s) not in the prototxt "
+                      f"are ignored: {', '.join(extra)}", CaffeWarning, stacklevel=3)
+    _note_pool_rounding(g, weights)
+
+
+def _note_pool_rounding(g: Graph, weights: CaffeModel):
+    """Pooling field 13 is round_mode (BVLC enum, CEIL=0) or ceil_mode (fork bool, true=1).
+    Record what the weights file says, read both ways, for inspect to report."""
+    for node in g.nodes:
+        lw = weights.layers.get(node.name) or next(
+            (x for x in weights.all_layers if x.name == node.name), None)
+        if node.type != "Pooling" or lw is None or lw.pool_field13 is None:
+            continue
+        g.notes.append((node.name, lw.pool_field13))
+
+
+def _fmt_shapes(shapes):
+    return "[" + ", ".join(str(list(s)) for s in shapes) + "]"
+
+
+def load_graph(prototxt, caffemodel=None, input_shapes=None) -> Graph:
+    """Read a prototxt (and optionally its caffemodel) into a checked Graph."""
+    net = load_net(prototxt, input_shapes=input_shapes)
+    weights = load_caffemodel(caffemodel) if caffemodel is not None else None
+    return build_graph(net, weights)
+
+
+__all__ = ["Graph", "Node", "Value", "build_graph", "load_graph", "attach_weights",
+           "ShapeError", "STRUCTURAL"]

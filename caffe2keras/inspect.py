@@ -1,0 +1,103 @@
+"""`caffe2keras inspect`: what a Caffe net holds, as a table for people or JSON."""
+from __future__ import annotations
+
+import math
+import os
+
+from .graph import Graph
+from .support import supported_types
+
+
+def _shape(s):
+    if s is None:
+        return "?"
+    dims = ["*" if d is None else str(d) for d in s]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def describe(graph: Graph) -> dict:
+    """Everything inspect reports, as plain data."""
+    supported = supported_types()
+    unsupported = [{"layer": n.name, "type": n.type} for n in graph.nodes
+                   if n.type not in supported]
+    layers, total, weighted = [], 0, 0
+    for n in graph.nodes:
+        pshapes = [tuple(b.shape) for b in n.layer.blobs] if n.layer.blobs else \
+            (n.param_shapes or [])
+        count = sum(math.prod(s) for s in pshapes)
+        total += count
+        weighted += bool(pshapes)
+        layers.append({
+            "name": n.name, "type": n.type, "bottoms": list(n.layer.bottoms),
+            "tops": list(n.layer.tops),
+            "top_shapes": [_json_shape(graph.values[v].shape) for v in n.outputs],
+            "param_shapes": [list(s) for s in pshapes], "param_count": count,
+            "supported": n.type in supported,
+        })
+    info = {
+        "name": graph.net.name, "prototxt": graph.net.path, "format": graph.net.format,
+        "weights": graph.weights_path,
+        "weights_bytes": os.path.getsize(graph.weights_path) if graph.weights_path else None,
+        "inputs": {b: list(s) for b, s in graph.net.inputs.items()},
+        "outputs": {b: _json_shape(graph.shape(b)) for b in graph.outputs},
+        "unsupported": unsupported,
+        "layers": layers,
+        "totals": {"layers": len(graph.nodes), "layers_with_params": weighted,
+                   "params": total, "param_bytes_float32": 4 * total},
+        "dropped": [{"layer": n, "type": t, "why": w} for n, t, w in graph.net.dropped],
+        "extra_weights": list(graph.extra_weights),
+        "notes": [{"layer": n, "text": t} for n, t in graph.notes],
+    }
+    return info
+
+
+def _json_shape(s):
+    return None if s is None else [d for d in s]
+
+
+def _mb(n):
+    return f"{n / 1e6:.1f} MB"
+
+
+def format_table(info: dict) -> str:
+    out = []
+    src = info["prototxt"] + (f" + {info['weights']} ({_mb(info['weights_bytes'])})"
+                              if info["weights"] else " (no weights)")
+    out.append(f'Net "{info["name"] or "(unnamed)"}", {info["format"]} format: {src}')
+    if info["unsupported"]:
+        types = sorted({u["type"] for u in info["unsupported"]})
+        out.append(f"UNSUPPORTED: {len(info['unsupported'])} layer(s) of type "
+                   f"{', '.join(types)}: "
+                   + ", ".join(f"{u['layer']} ({u['type']})" for u in info["unsupported"]))
+    else:
+        out.append("Unsupported layers: none (every layer converts)")
+    out.append("Inputs: " + ", ".join(f"{b} {_shape(s)}" for b, s in info["inputs"].items()))
+    if info["dropped"]:
+        out.append("Left out: " + ", ".join(f"{d['layer']} ({d['type']}, {d['why']})"
+                                            for d in info["dropped"]))
+    out.append("")
+    rows = [("#", "layer", "type", "bottoms -> tops", "output shape", "params", "count")]
+    for i, lay in enumerate(info["layers"], 1):
+        flow = f"{', '.join(lay['bottoms'])} -> {', '.join(lay['tops'])}"
+        shapes = " ".join(_shape(s) for s in lay["top_shapes"])
+        params = " ".join(_shape(s) for s in lay["param_shapes"]) or "-"
+        count = f"{lay['param_count']:,}" if lay["param_count"] else "-"
+        mark = "" if lay["supported"] else " !"
+        rows.append((str(i), lay["name"], lay["type"] + mark, flow, shapes, params, count))
+    widths = [min(max(len(r[c]) for r in rows), 48) for c in range(len(rows[0]))]
+    for r in rows:
+        cells = [r[c].ljust(widths[c]) if c != 6 else r[c].rjust(widths[c])
+                 for c in range(len(r))]
+        out.append("  ".join(cells).rstrip())
+    t = info["totals"]
+    out.append("")
+    out.append(f"Total: {t['params']:,} parameters ({_mb(t['param_bytes_float32'])} as float32) "
+               f"in {t['layers_with_params']} of {t['layers']} layers")
+    out.append("Outputs: " + ", ".join(f"{b} {_shape(s)}" for b, s in info["outputs"].items()))
+    if any(d is None for lay in info["layers"] for s in lay["top_shapes"] if s for d in s):
+        out.append("(* = decided by the data at run time, e.g. the number of detections)")
+    for x in info["extra_weights"]:
+        out.append(f"Note: the weights hold layer '{x}', which the prototxt lacks (ignored)")
+    for n in info["notes"]:
+        out.append(f"Note: {n['layer']}: {n['text']}")
+    return "\n".join(out)

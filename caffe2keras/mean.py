@@ -1,0 +1,47 @@
+"""Mean images: Caffe's .binaryproto (a BlobProto), or .npy, to numpy."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import CaffeFormatError
+from .files import map_binary
+from .proto.wire import Decoder
+
+
+def read_binaryproto(path) -> np.ndarray:
+    """A mean .binaryproto as float32, Caffe layout: (C, H, W) for the usual single mean
+    image (legacy num=1 dropped), else the blob's full shape."""
+    buf = map_binary(path, what="mean .binaryproto")
+    blob = Decoder(buf, str(path)).message("BlobProto")
+    if blob.has("shape"):
+        shape = tuple(int(d) for d in blob.shape.dim)
+    elif any(blob.has(k) for k in ("num", "channels", "height", "width")):
+        shape = (blob.num, blob.channels, blob.height, blob.width)
+    else:
+        raise CaffeFormatError("holds no blob shape: not a mean .binaryproto", path=path)
+    data = blob.get("data")
+    if data is None or len(data) == 0:
+        data = blob.get("double_data")
+    if data is None or len(data) == 0:
+        raise CaffeFormatError("holds no data: not a mean .binaryproto", path=path)
+    if any(d < 0 for d in shape) or math.prod(shape) != len(data):
+        raise CaffeFormatError(f"shape {list(shape)} needs {math.prod(shape)} values but the "
+                               f"file holds {len(data)}", path=path)
+    arr = np.array(data, dtype=np.float32).reshape(shape)  # copy: the file map can close
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
+
+
+def read_mean(path) -> np.ndarray:
+    """A mean from .binaryproto or .npy (C,H,W or C values)."""
+    p = str(path)
+    if p.endswith(".npy"):
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CaffeFormatError(f"cannot read as .npy: {e}", path=p) from None
+        return np.asarray(arr, dtype=np.float32)
+    return read_binaryproto(p)

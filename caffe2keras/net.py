@@ -1,0 +1,288 @@
+"""A Caffe net as a list of layers: prototxt (V1 or V2) read, upgraded and phase-filtered.
+
+This is the first stage: text -> ``Net``. Shapes and weights are attached by graph.py.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from .errors import CaffeFormatError, CaffeWarning
+from .files import read_text
+from .proto.message import Message
+from .proto.schema import MESSAGES, V1_TYPE_NAMES
+from .proto.text import parse_text
+
+# Layers that only make sense while training; dropped from a train_val prototxt.
+TRAINING_TYPES = {
+    "Accuracy", "Silence", "DetectionEvaluate", "HDF5Output",
+}
+DATA_TYPES = {
+    "Data", "ImageData", "HDF5Data", "WindowData", "AnnotatedData", "MemoryData",
+    "VideoData", "Python",
+}
+
+
+def is_training_type(layer_type: str) -> bool:
+    return layer_type in TRAINING_TYPES or layer_type.endswith("Loss")
+
+
+@dataclass
+class Layer:
+    """One Caffe layer. ``params`` is its LayerParameter (or V1LayerParameter) message:
+    read type-specific settings as ``layer.params.convolution_param.kernel_size``."""
+
+    name: str
+    type: str
+    bottoms: list
+    tops: list
+    params: Message
+    position: str = ""                            # line:col in the prototxt
+    blobs: list = field(default_factory=list)     # numpy arrays, Caffe layout
+    lr_mults: list = field(default_factory=list)  # per blob; 0 means frozen in Caffe
+
+    def param(self, name):
+        """The layer's ``name`` message (e.g. 'pooling_param'), defaults if unset (also
+        for params that V1 layers could not hold)."""
+        if name in self.params._mtype.by_name:
+            return getattr(self.params, name)
+        return Message(MESSAGES["LayerParameter"].by_name[name].type)
+
+    def has_param(self, name) -> bool:
+        return name in self.params._mtype.by_name and self.params.has(name)
+
+    def __repr__(self):
+        return f"Layer({self.name!r}, {self.type!r}, {self.bottoms} -> {self.tops})"
+
+
+@dataclass
+class Net:
+    name: str
+    inputs: dict          # blob name -> Caffe (NCHW) shape tuple, in declaration order
+    layers: list          # [Layer], in prototxt order, inputs excluded
+    path: str = ""
+    format: str = "V2"    # "V1" when the prototxt used deprecated `layers {}` entries
+    dropped: list = field(default_factory=list)  # (layer name, type, why) left out
+    excluded: list = field(default_factory=list)  # (name, type, tops) the phase filtered out
+    state: str = "phase TEST"
+
+    def layer(self, name) -> Layer:
+        for lay in self.layers:
+            if lay.name == name:
+                return lay
+        raise KeyError(name)
+
+
+def _shape_of(blob_shape: Message):
+    return tuple(int(d) for d in blob_shape.dim)
+
+
+def _state_meets_rule(rule: Message, phase: str, level: int, stages) -> bool:
+    if rule.has("phase") and rule.phase != phase:
+        return False
+    if rule.has("min_level") and level < rule.min_level:
+        return False
+    if rule.has("max_level") and level > rule.max_level:
+        return False
+    if any(s not in stages for s in rule.stage):
+        return False
+    if any(s in stages for s in rule.not_stage):
+        return False
+    return True
+
+
+def _included(params: Message, phase, level, stages) -> bool:
+    """Caffe's NetState filter: include rules (any must hold) or exclude rules (none may)."""
+    if params.has("phase") and params.phase != phase:
+        return False
+    include, exclude = params.include, params.exclude
+    if include:
+        return any(_state_meets_rule(r, phase, level, stages) for r in include)
+    return not any(_state_meets_rule(r, phase, level, stages) for r in exclude)
+
+
+def _warn_unknown(msg: Message, where: str, path):
+    """Warn once per unknown field found anywhere inside ``msg``."""
+    for name, pos in msg._unknown:
+        warnings.warn(f"{path}:{pos}: {where}: unknown field '{name}' in {msg._mtype.name} "
+                      f"ignored", CaffeWarning, stacklevel=3)
+    for value in msg._values.values():
+        for v in value if isinstance(value, list) else (value,):
+            if isinstance(v, Message):
+                _warn_unknown(v, where, path)
+
+
+def parse_net(text: str, path="<string>", input_shapes=None, phase="TEST", level=0,
+              stages=()) -> Net:
+    """Build a Net from prototxt text. ``input_shapes`` ({blob: NCHW shape}) overrides or
+    supplies input shapes (needed for a train_val net whose data come from a database)."""
+    proto = parse_text(text, "NetParameter", path=path)
+    _warn_unknown(proto, "net", path)
+    if proto.layer and proto.layers:
+        raise CaffeFormatError("mixes V2 'layer' and deprecated V1 'layers' entries; "
+                               "Caffe reads only one kind per file", path=path)
+    fmt = "V1" if proto.layers else "V2"
+    overrides = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+    inputs = _declared_inputs(proto, path)
+    layers, dropped, data_tops, excluded = [], [], {}, []
+    names = set()
+    for entry in proto.layers or proto.layer:
+        if fmt == "V1":
+            if entry.has("layer"):
+                raise CaffeFormatError(
+                    "V0 layer definitions (pre-2014 'layers { layer { ... } }') are not "
+                    "supported; upgrade the file with Caffe's upgrade_net_proto_text",
+                    path=path, position=entry._pos)
+            type_ = V1_TYPE_NAMES.get(entry.type, str(entry.type)) if entry.has("type") else ""
+            lr = list(entry.blobs_lr)
+        else:
+            type_ = entry.type
+            lr = [p.lr_mult for p in entry.param]
+        name = entry.name
+        if not entry.has("name"):
+            name = f"{type_ or 'layer'}_{len(layers) + len(dropped)}"
+        _warn_unknown(entry, f"layer '{name}'", path)
+        if not type_:
+            raise CaffeFormatError("layer has no type", path=path, position=entry._pos, layer=name)
+        if not _included(entry, phase, level, stages):
+            excluded.append((name, type_, list(entry.top)))
+            continue
+        lay = Layer(name, type_, list(entry.bottom), list(entry.top), entry, entry._pos,
+                    lr_mults=lr)
+        if type_ in DATA_TYPES or is_training_type(type_):
+            if type_ in DATA_TYPES:
+                for top, shape in zip(lay.tops, _data_shapes(lay)):
+                    data_tops[top] = (lay, shape)
+            dropped.append((name, type_, "data layer" if type_ in DATA_TYPES
+                            else "training-only layer"))
+            continue
+        if name in names:  # weights are matched by name, so names must be unique
+            raise CaffeFormatError(f"duplicate layer name '{name}' (each layer needs its own)",
+                                   path=path, position=entry._pos, layer=name)
+        names.add(name)
+        if type_ == "Input":
+            shapes = [_shape_of(s) for s in lay.param("input_param").shape]
+            for i, top in enumerate(lay.tops):
+                if top in overrides:
+                    inputs[top] = overrides[top]
+                elif len(shapes) == 1:
+                    inputs[top] = shapes[0]
+                elif i < len(shapes):
+                    inputs[top] = shapes[i]
+                else:
+                    raise CaffeFormatError(
+                        f"Input layer has {len(lay.tops)} tops but {len(shapes)} shapes; "
+                        f"give one shape, or one per top", path=path, position=lay.position,
+                        layer=name)
+            continue
+        if type_ == "DummyData":
+            for top, shape in zip(lay.tops, _dummy_shapes(lay, path)):
+                inputs[top] = overrides.get(top, shape)
+            continue
+        layers.append(lay)
+    inputs.update({k: v for k, v in overrides.items() if k in inputs})
+    _data_tops_to_inputs(layers, data_tops, inputs, overrides, path)
+    for blob, shape in inputs.items():
+        if shape is None:
+            raise CaffeFormatError(
+                f"input '{blob}' is declared without a shape; give it, e.g. --input-shape "
+                f"{blob}=1,3,224,224", path=path)
+        if any(d < 0 for d in shape) or not shape:
+            raise CaffeFormatError(f"input '{blob}' has invalid shape {list(shape)}", path=path)
+    used = {b for lay in layers for b in lay.bottoms}
+    produced = {t for lay in layers for t in lay.tops}
+    for blob in overrides:  # a shape for a blob nobody produces makes it an input
+        if blob not in inputs and blob in used and blob not in produced:
+            inputs[blob] = overrides[blob]
+    unused = set(overrides) - set(inputs)
+    if unused:
+        raise CaffeFormatError(
+            f"--input-shape names {sorted(unused)}, which are not inputs of this net "
+            f"(inputs: {list(inputs) or 'none'})", path=path)
+    return Net(proto.name, inputs, layers, str(path), fmt, dropped, excluded,
+               f"phase {phase}" + (f", stages {list(stages)}" if stages else ""))
+
+
+def load_net(path, input_shapes=None, phase="TEST", level=0, stages=()) -> Net:
+    """Read a deploy (or train_val) prototxt into a Net."""
+    return parse_net(read_text(path), path, input_shapes, phase, level, stages)
+
+
+def _declared_inputs(proto: Message, path) -> dict:
+    """Net-level inputs: ``input`` with ``input_shape`` or with legacy ``input_dim``."""
+    names = list(proto.input)
+    inputs = {}
+    if proto.input_shape:
+        if len(proto.input_shape) != len(names):
+            raise CaffeFormatError(f"{len(names)} 'input' names but {len(proto.input_shape)} "
+                                   f"'input_shape' entries; give one shape per input", path=path)
+        for n, s in zip(names, proto.input_shape):
+            inputs[n] = _shape_of(s)
+    elif proto.input_dim:
+        dims = [int(d) for d in proto.input_dim]
+        if len(dims) != 4 * len(names):
+            raise CaffeFormatError(f"{len(names)} 'input' names need {4 * len(names)} "
+                                   f"'input_dim' values, found {len(dims)}", path=path)
+        for i, n in enumerate(names):
+            inputs[n] = tuple(dims[4 * i:4 * i + 4])
+    elif names:
+        inputs.update({n: None for n in names})
+    return inputs
+
+
+def _dummy_shapes(lay: Layer, path):
+    p = lay.param("dummy_data_param")
+    n = len(lay.tops)
+    if p.shape:
+        shapes = [_shape_of(s) for s in p.shape]
+    else:
+        legacy = [p.num, p.channels, p.height, p.width]
+        if not all(legacy):
+            raise CaffeFormatError("DummyData needs 'shape' or num/channels/height/width",
+                                   path=path, position=lay.position, layer=lay.name)
+        k = max(len(v) for v in legacy)
+        shapes = [tuple(int(v[i if len(v) > 1 else 0]) for v in legacy) for i in range(k)]
+    if len(shapes) == 1:
+        shapes = shapes * n
+    if len(shapes) != n:
+        raise CaffeFormatError(f"DummyData has {n} tops but {len(shapes)} shapes",
+                               path=path, position=lay.position, layer=lay.name)
+    return shapes
+
+
+def _data_shapes(lay: Layer):
+    """Best-effort NCHW shape of each top of a data layer (None where it depends on the
+    database). The second top is the label."""
+    t = lay.type
+    tp = lay.param("transform_param")
+    crop = (tp.crop_h or tp.crop_size, tp.crop_w or tp.crop_size)
+    shape = None
+    if t == "MemoryData":
+        p = lay.param("memory_data_param")
+        shape = (p.batch_size, p.channels, p.height, p.width)
+    elif t == "ImageData":
+        p = lay.param("image_data_param")
+        hw = crop if crop[0] else (p.new_height, p.new_width)
+        if all(hw):
+            shape = (p.batch_size, 3 if p.is_color else 1, *hw)
+    return [shape, None]
+
+
+def _data_tops_to_inputs(layers, data_tops, inputs, overrides, path):
+    """A data layer's tops that the kept layers read become net inputs."""
+    used = {b for lay in layers for b in lay.bottoms}
+    produced = {t for lay in layers for t in lay.tops}
+    for top, (lay, shape) in data_tops.items():
+        if top not in used or top in produced or top in inputs:
+            continue
+        if top in overrides:
+            inputs[top] = overrides[top]
+        elif shape is not None and all(shape):
+            inputs[top] = tuple(int(d) for d in shape)
+        else:
+            raise CaffeFormatError(
+                f"blob '{top}' comes from a {lay.type} layer (a database), so its shape is "
+                f"not in the prototxt; give it, e.g. --input-shape {top}=1,3,224,224 "
+                f"(Python: input_shapes={{'{top}': (1, 3, 224, 224)}})",
+                path=path, position=lay.position, layer=lay.name)
+

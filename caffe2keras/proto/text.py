@@ -1,0 +1,276 @@
+"""Reader for protobuf's text format as Caffe writes it (prototxt).
+
+Hand-written rather than protobuf's text_format: that one needs generated code, stops at
+the first field of a fork it was not built with, and reports no layer context. This one
+keeps unknown fields (parsed generically) for the caller to warn about, and reports every
+error as file:line:column.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+from ..errors import CaffeFormatError
+from .message import Message
+from .schema import ENUMS
+
+MAX_DEPTH = 100  # protobuf's own default recursion limit
+
+_TOKEN = re.compile(r"""
+    (?P<ws>[ \t\r\f\v]+)
+  | (?P<nl>\n)
+  | (?P<comment>\#[^\n]*)
+  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+  | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[fF]?(?![\w.]))
+  | (?P<ident>[-+]?[A-Za-z_][\w.]*)
+  | (?P<punct>[{}<>:;,\[\]])
+""", re.VERBOSE)
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "a": "\a",
+            "b": "\b", "f": "\f", "v": "\v", "?": "?"}
+
+
+class _Tokens:
+    def __init__(self, text: str, path):
+        self.path = path
+        self.toks = []  # (kind, text, line, col)
+        line, line_start, pos, n = 1, 0, 0, len(text)
+        match = _TOKEN.match
+        while pos < n:
+            m = match(text, pos)
+            if m is None:
+                raise self.error(f"unexpected character {text[pos]!r}", line, pos - line_start + 1)
+            kind = m.lastgroup
+            if kind == "nl":
+                line += 1
+                line_start = m.end()
+            elif kind not in ("ws", "comment"):
+                self.toks.append((kind, m.group(), line, pos - line_start + 1))
+            pos = m.end()
+        self.end_pos = (line, pos - line_start + 1)
+        self.i = 0
+
+    def error(self, msg, line, col):
+        return CaffeFormatError(msg, path=self.path, position=f"{line}:{col}")
+
+    def peek(self):
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def next(self, what):
+        tok = self.peek()
+        if tok is None:
+            raise self.error(f"unexpected end of file, expected {what}", *self.end_pos)
+        self.i += 1
+        return tok
+
+    def expect(self, text):
+        tok = self.next(repr(text))
+        if tok[1] != text:
+            raise self.error(f"expected {text!r}, found {tok[1]!r}", tok[2], tok[3])
+        return tok
+
+
+def _unescape(tok, toks):
+    body = tok[1][1:-1]
+    if "\\" not in body:
+        return body
+    out, i = [], 0
+    while i < len(body):
+        c = body[i]
+        if c != "\\":
+            out.append(c)
+            i += 1
+            continue
+        e = body[i + 1]
+        if e in _ESCAPES:
+            out.append(_ESCAPES[e])
+            i += 2
+        elif e in "01234567":
+            m = re.match(r"[0-7]{1,3}", body[i + 1:])
+            out.append(chr(int(m.group(), 8)))
+            i += 1 + len(m.group())
+        elif e in "xX":
+            m = re.match(r"[0-9a-fA-F]{1,2}", body[i + 2:])
+            if not m:
+                raise toks.error("bad \\x escape in string", tok[2], tok[3])
+            out.append(chr(int(m.group(), 16)))
+            i += 2 + len(m.group())
+        else:
+            raise toks.error(f"unknown escape '\\{e}' in string", tok[2], tok[3])
+    return "".join(out)
+
+
+_FLOAT_WORDS = {"inf": math.inf, "infinity": math.inf, "-inf": -math.inf,
+                "-infinity": -math.inf, "nan": math.nan, "-nan": math.nan}
+_INT_LIMITS = {"int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1),
+               "uint32": (0, 2**32 - 1), "uint64": (0, 2**64 - 1)}
+
+
+def _scalar(field, tok, toks, type_name):
+    kind, text, line, col = tok
+    ftype = field.type
+    fkind = field.kind
+    where = f"'{field.name}' ({type_name})"
+    if fkind == "string" or fkind == "bytes":
+        if kind != "string":
+            raise toks.error(f"expected a quoted string for {where}, found {text!r}", line, col)
+        parts = [_unescape(tok, toks)]
+        while (nxt := toks.peek()) is not None and nxt[0] == "string":
+            parts.append(_unescape(toks.next("string"), toks))
+        return "".join(parts)
+    if fkind in _INT_LIMITS:
+        if kind != "number" or not re.fullmatch(r"[-+]?(?:0[xX][0-9a-fA-F]+|\d+)", text):
+            raise toks.error(f"expected an integer for {where}, found {text!r}", line, col)
+        if re.fullmatch(r"[-+]?0\d+", text):  # C-style octal, as protobuf reads it
+            if not re.fullmatch(r"[-+]?0[0-7]+", text):
+                raise toks.error(f"bad octal integer {text!r} for {where}", line, col)
+            value = int(text, 8)
+        else:
+            value = int(text, 0)
+        lo, hi = _INT_LIMITS[fkind]
+        if not lo <= value <= hi:
+            raise toks.error(f"{text} is out of range for {where} ({fkind})", line, col)
+        return value
+    if fkind in ("float", "double"):
+        if kind == "number":
+            return float(int(text, 16)) if "x" in text.lower() else float(text.rstrip("fF"))
+        if kind == "ident" and text.lower() in _FLOAT_WORDS:
+            return _FLOAT_WORDS[text.lower()]
+        raise toks.error(f"expected a number for {where}, found {text!r}", line, col)
+    if fkind == "bool":
+        if text in ("true", "True", "t", "1"):
+            return True
+        if text in ("false", "False", "f", "0"):
+            return False
+        raise toks.error(f"expected true or false for {where}, found {text!r}", line, col)
+    # enum: a value name, or its number
+    values = ENUMS[ftype]
+    if kind == "ident" and text in values:
+        return text
+    if kind == "number" and re.fullmatch(r"-?\d+", text):
+        for name, num in values.items():
+            if num == int(text):
+                return name
+    raise toks.error(f"expected one of {', '.join(values)} for {where}, found {text!r}", line, col)
+
+
+def _generic_value(toks, depth):
+    """Parse and return the value of a field the schema does not know (kept as raw data)."""
+    tok = toks.peek()
+    if tok is not None and tok[1] == ":":
+        toks.next(":")
+        tok = toks.peek()
+    if tok is not None and tok[1] in ("{", "<"):
+        return _generic_message(toks, depth + 1)
+    tok = toks.next("a value")
+    if tok[0] == "punct":
+        raise toks.error(f"expected a value, found {tok[1]!r}", tok[2], tok[3])
+    if tok[1] == "[":
+        raise toks.error("list values are not supported here", tok[2], tok[3])
+    return tok[1]
+
+
+def _generic_message(toks, depth):
+    if depth > MAX_DEPTH:
+        tok = toks.peek()
+        raise toks.error(f"messages nested deeper than {MAX_DEPTH} levels", tok[2], tok[3])
+    open_tok = toks.next("'{'")
+    close = "}" if open_tok[1] == "{" else ">"
+    out = {}
+    while True:
+        tok = toks.peek()
+        if tok is None:
+            raise toks.error(f"unexpected end of file, expected {close!r} to close the block "
+                             f"opened at {open_tok[2]}:{open_tok[3]}", *toks.end_pos)
+        if tok[1] == close:
+            toks.next(close)
+            return out
+        if tok[1] in (";", ","):
+            toks.next(tok[1])
+            continue
+        if tok[0] != "ident":
+            raise toks.error(f"expected a field name, found {tok[1]!r}", tok[2], tok[3])
+        toks.next("field name")
+        out.setdefault(tok[1], []).append(_generic_value(toks, depth))
+
+
+def _parse_fields(toks, msg: Message, close, depth, open_tok=None):
+    mtype = msg._mtype
+    while True:
+        tok = toks.peek()
+        if tok is None:
+            if close is None:
+                return msg
+            raise toks.error(f"unexpected end of file, expected {close!r} to close the block "
+                             f"opened at {open_tok[2]}:{open_tok[3]}", *toks.end_pos)
+        if tok[1] == close:
+            toks.next(close)
+            return msg
+        if tok[1] in (";", ","):
+            toks.next(tok[1])
+            continue
+        if tok[0] != "ident":
+            raise toks.error(f"expected a field name, found {tok[1]!r}", tok[2], tok[3])
+        toks.next("field name")
+        name = tok[1]
+        field = mtype.by_name.get(name)
+        if field is None:
+            value = _generic_value(toks, depth)
+            if not mtype.open:
+                msg._unknown.append((name, f"{tok[2]}:{tok[3]}"))
+            continue
+        if field.kind == "message":
+            nxt = toks.peek()
+            if nxt is not None and nxt[1] == ":":
+                toks.next(":")
+                nxt = toks.peek()
+            if nxt is None or nxt[1] not in ("{", "<"):
+                found = "end of file" if nxt is None else repr(nxt[1])
+                pos = toks.end_pos if nxt is None else (nxt[2], nxt[3])
+                raise toks.error(f"expected '{{' to open '{name}' ({mtype.name}), found {found}", *pos)
+            if depth + 1 > MAX_DEPTH:
+                raise toks.error(f"messages nested deeper than {MAX_DEPTH} levels", nxt[2], nxt[3])
+            sub_open = toks.next("'{'")
+            sub = Message(field.type, position=f"{sub_open[2]}:{sub_open[3]}")
+            _parse_fields(toks, sub, "}" if sub_open[1] == "{" else ">", depth + 1, sub_open)
+            values = [sub]
+        else:
+            colon = toks.next("':'")
+            if colon[1] != ":":
+                raise toks.error(f"expected ':' after '{name}', found {colon[1]!r}", colon[2], colon[3])
+            nxt = toks.peek()
+            if nxt is not None and nxt[1] == "[":
+                toks.next("[")
+                values = []
+                while True:
+                    item = toks.next("a value or ']'")
+                    if item[1] == "]" and not values:
+                        break
+                    values.append(_scalar(field, item, toks, mtype.name))
+                    sep = toks.next("',' or ']'")
+                    if sep[1] == "]":
+                        break
+                    if sep[1] != ",":
+                        raise toks.error(f"expected ',' or ']', found {sep[1]!r}", sep[2], sep[3])
+            else:
+                values = [_scalar(field, toks.next(f"a value for '{name}'"), toks, mtype.name)]
+        if field.repeated:
+            msg._values.setdefault(name, []).extend(values)
+        else:
+            # protobuf's text format rejects a repeated optional field; Caffe files in the
+            # wild do it (e.g. kernel_size twice), and the last value is what C++ keeps.
+            msg._values[name] = values[-1]
+            _mark_alias(msg, field)
+
+
+def _mark_alias(msg, field):
+    """Two names on one field number (pooling's round_mode / ceil_mode): keep the last."""
+    for other in msg._mtype.by_number[field.number]:
+        if other.name != field.name:
+            msg._values.pop(other.name, None)
+
+
+def parse_text(text: str, type_name: str = "NetParameter", path=None) -> Message:
+    """Parse text-format protobuf into a Message of ``type_name``."""
+    toks = _Tokens(text, path)
+    return _parse_fields(toks, Message(type_name, position="1:1"), None, 0)

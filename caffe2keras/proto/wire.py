@@ -1,0 +1,221 @@
+"""Protobuf binary decoder that maps Caffe blob data straight out of the file buffer.
+
+Hand-written because protobuf-python copies every float into its own objects (measured:
+1.85 s and 1.6 GB for a 553 MB VGG16 caffemodel). Here packed float/double fields come
+back as numpy views on the (memory-mapped) buffer: decoding touches only the few bytes of
+structure, and no weight byte is copied until a converter needs it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CaffeFormatError
+from .message import Message
+from .schema import ENUM_NAMES
+
+VARINT, FIXED64, LEN, SGROUP, EGROUP, FIXED32 = 0, 1, 2, 3, 4, 5
+_WIRE_OF = {"int32": VARINT, "int64": VARINT, "uint32": VARINT, "uint64": VARINT,
+            "bool": VARINT, "enum": VARINT, "float": FIXED32, "double": FIXED64,
+            "string": LEN, "bytes": LEN, "message": LEN}
+_NP = {"float": np.dtype("<f4"), "double": np.dtype("<f8")}
+
+
+class Decoder:
+    """Decodes messages from ``buf`` (bytes, bytearray or mmap); errors name ``path``."""
+
+    def __init__(self, buf, path=None, only=None):
+        self.buf = buf
+        self.path = path
+        self.size = len(buf)
+        # message type -> field names to decode; others are skipped unread
+        self.only = only or {}
+
+    def error(self, msg, offset):
+        return CaffeFormatError(msg, path=self.path, position=f"byte {offset}")
+
+    def varint(self, pos, end):
+        buf = self.buf
+        result = shift = 0
+        start = pos
+        while True:
+            if pos >= end:
+                raise self.error("truncated varint (file cut short or corrupted)", start)
+            b = buf[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result, pos
+            shift += 7
+            if shift >= 70:
+                raise self.error("varint longer than 10 bytes (corrupted data)", start)
+
+    def skip(self, wire, pos, end, field_no, depth=0):
+        if wire == VARINT:
+            return self.varint(pos, end)[1]
+        if wire == FIXED64:
+            new = pos + 8
+        elif wire == FIXED32:
+            new = pos + 4
+        elif wire == LEN:
+            n, pos = self.varint(pos, end)
+            new = pos + n
+        elif wire == SGROUP:
+            if depth > 64:
+                raise self.error("groups nested too deeply (corrupted data)", pos)
+            while True:
+                tag, pos = self.varint(pos, end)
+                if tag & 7 == EGROUP:
+                    if tag >> 3 != field_no:
+                        raise self.error(f"mismatched end of group {tag >> 3}, expected {field_no}", pos)
+                    return pos
+                pos = self.skip(tag & 7, pos, end, tag >> 3, depth + 1)
+        else:
+            raise self.error(f"invalid wire type {wire} for field {field_no} (corrupted data)", pos)
+        if new > end:
+            raise self.error(f"field {field_no} runs {new - end} bytes past the end of its "
+                             f"message (file truncated or corrupted)", pos)
+        return new
+
+    def message(self, type_name, pos=0, end=None) -> Message:
+        """Decode one message spanning buf[pos:end]."""
+        end = self.size if end is None else end
+        msg = Message(type_name, position=f"byte {pos}")
+        only = self.only.get(type_name)
+        by_number = msg._mtype.by_number
+        while pos < end:
+            tag_pos = pos
+            tag, pos = self.varint(pos, end)
+            number, wire = tag >> 3, tag & 7
+            if number == 0:
+                raise self.error("field number 0 (not a Caffe file, or corrupted)", tag_pos)
+            fields = by_number.get(number)
+            if fields is None or (only is not None and fields[0].name not in only):
+                if fields is None and not msg._mtype.open:
+                    msg._unknown.append((number, f"byte {tag_pos}"))
+                pos = self.skip(wire, pos, end, number)
+                continue
+            if len(fields) > 1:  # two names on one number: keep the raw value (see schema)
+                value, pos = self.scalar("uint64", wire, pos, end, number)
+                msg._values[f"field{number}"] = value
+                continue
+            f = fields[0]
+            kind = f.kind
+            expected = _WIRE_OF[kind]
+            if wire == LEN and expected != LEN and f.repeated:  # packed repeated scalars
+                n, pos = self.varint(pos, end)
+                stop = pos + n
+                if stop > end:
+                    raise self.error(f"'{f.name}' ({type_name}) claims {n} bytes but only "
+                                     f"{end - pos} remain (file truncated or corrupted)", pos)
+                msg._values.setdefault(f.name, [])
+                vals = msg._values[f.name]
+                if kind in _NP:
+                    dt = _NP[kind]
+                    if n % dt.itemsize:
+                        raise self.error(f"'{f.name}' ({type_name}) holds {n} bytes, not a "
+                                         f"multiple of {dt.itemsize}", pos)
+                    arr = np.frombuffer(self.buf, dtype=dt, count=n // dt.itemsize, offset=pos)
+                    msg._values[f.name] = _concat(vals, arr)
+                else:
+                    while pos < stop:
+                        v, pos = self.scalar(kind, expected, pos, stop, number, f)
+                        vals.append(v)
+                pos = stop
+                continue
+            if wire != expected:
+                msg._unknown.append((f"{f.name} (wire type {wire}, expected {expected})",
+                                    f"byte {tag_pos}"))
+                pos = self.skip(wire, pos, end, number)
+                continue
+            if kind == "message":
+                n, pos = self.varint(pos, end)
+                stop = pos + n
+                if stop > end:
+                    raise self.error(f"'{f.name}' ({type_name}) claims {n} bytes but only "
+                                     f"{end - pos} remain (file truncated or corrupted)", pos)
+                value = self.message(f.type, pos, stop)
+                pos = stop
+            elif f.repeated and kind in _NP:
+                pos, value = self.unpacked_run(f, kind, wire, tag, pos, end)
+                msg._values[f.name] = _concat(msg._values.get(f.name, []), value)
+                continue
+            else:
+                value, pos = self.scalar(kind, wire, pos, end, number, f)
+            if f.repeated:
+                msg._values.setdefault(f.name, []).append(value)
+            else:
+                msg._values[f.name] = value
+        if pos != end:
+            raise self.error(f"{type_name} overruns its length by {pos - end} bytes", end)
+        return msg
+
+    def unpacked_run(self, f, kind, wire, tag, pos, end):
+        """A run of non-packed float/double entries (tag, value, tag, value...), read as
+        one strided view rather than value by value."""
+        dt = _NP[kind]
+        tag_bytes = _encode_varint(tag)
+        step = len(tag_bytes) + dt.itemsize
+        count = 1
+        buf = self.buf
+        nxt = pos + dt.itemsize
+        while nxt + step <= end and buf[nxt:nxt + len(tag_bytes)] == tag_bytes:
+            count += 1
+            nxt += step
+        if pos + dt.itemsize > end:
+            raise self.error(f"'{f.name}' value runs past the end of its message", pos)
+        raw = np.frombuffer(buf, dtype=np.uint8, count=nxt - pos, offset=pos)
+        rows = np.lib.stride_tricks.as_strided(raw, shape=(count, dt.itemsize), strides=(step, 1))
+        return nxt, np.ascontiguousarray(rows).view(dt).reshape(count)
+
+    def scalar(self, kind, wire, pos, end, number, f=None):
+        if wire == VARINT:
+            v, pos = self.varint(pos, end)
+            if kind in ("int32", "int64") and v >= 1 << 63:
+                v -= 1 << 64
+            elif kind == "int32" and v >= 1 << 31:
+                v -= 1 << 32
+            elif kind == "bool":
+                v = bool(v)
+            elif kind == "enum":
+                v = ENUM_NAMES[f.type].get(v, v)
+            return v, pos
+        if wire == FIXED32:
+            if pos + 4 > end:
+                raise self.error(f"field {number} runs past the end of its message", pos)
+            return float(np.frombuffer(self.buf, "<f4", 1, pos)[0]), pos + 4
+        if wire == FIXED64:
+            if pos + 8 > end:
+                raise self.error(f"field {number} runs past the end of its message", pos)
+            return float(np.frombuffer(self.buf, "<f8", 1, pos)[0]), pos + 8
+        if wire == LEN:
+            n, pos = self.varint(pos, end)
+            if pos + n > end:
+                raise self.error(f"field {number} claims {n} bytes but only {end - pos} remain "
+                                 f"(file truncated or corrupted)", pos)
+            raw = bytes(self.buf[pos:pos + n])
+            if kind == "string":
+                return raw.decode("utf-8", errors="replace"), pos + n
+            return raw, pos + n
+        raise self.error(f"invalid wire type {wire} for field {number}", pos)
+
+
+def _concat(prev, arr):
+    if isinstance(prev, list) and not prev:
+        return arr
+    return np.concatenate([np.asarray(prev, dtype=arr.dtype), arr])
+
+
+def _encode_varint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def decode_message(buf, type_name="NetParameter", path=None, only=None) -> Message:
+    return Decoder(buf, path, only).message(type_name)
