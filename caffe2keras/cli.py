@@ -9,7 +9,7 @@ import warnings
 from . import __version__
 from .errors import CaffeFormatError, CaffeWarning
 
-COMMANDS = ["inspect", "convert", "mean"]
+COMMANDS = ["inspect", "convert", "weights", "predict", "codegen", "verify", "dump_reference", "mean"]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

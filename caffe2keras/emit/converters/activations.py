@@ -1,13 +1,13 @@
 """Element-wise activations."""
 from __future__ import annotations
 
-import keras
-
 from ..registry import register_converter
 
 
 @register_converter("ReLU")
 def relu(ctx):
+    import keras
+
     slope = ctx.param("relu_param").negative_slope
     layer = keras.layers.LeakyReLU(negative_slope=slope, name=ctx.name) if slope \
         else keras.layers.ReLU(name=ctx.name)

@@ -1,8 +1,6 @@
 """Convolution (grouped, depthwise, dilated, rectangular) and Deconvolution."""
 from __future__ import annotations
 
-import keras
-
 from ...shapes import conv_geometry
 from ..registry import register_converter, register_weights
 
@@ -42,6 +40,8 @@ def convolution_weights(ctx):
 
 @register_converter("Convolution", *DEPTHWISE_TYPES)
 def convolution(ctx):
+    import keras
+
     p = ctx.param("convolution_param")
     k, s, pad, d = conv_geometry(ctx.layer)
     padding = "same" if _same_padding(k, s, pad, d) else "valid"
