@@ -7,6 +7,7 @@ import keras
 
 from ..errors import CaffeFormatError
 from ..graph import Graph
+from .context import LayerContext
 from .plan import Step, check_supported, keras_name, make_plan, resolve_outputs
 from .registry import CONVERTERS, WEIGHTS
 
@@ -19,52 +20,22 @@ def keras_shape(caffe_shape):
     return s
 
 
-class StepContext:
-    """What a converter sees: the Caffe layer(s), input tensors and shapes, and helpers
-    to name and record the Keras layers it creates."""
+class StepContext(LayerContext):
+    """What a converter sees: a LayerContext plus the input tensors (4-D NHWC, other
+    ranks in Caffe's axis order) and helpers to record the Keras layers it makes."""
 
     def __init__(self, step: Step, graph: Graph, tensors: dict, with_weights: bool):
-        self.step = step
-        self.graph = graph
-        self.node = step.nodes[0]
-        self.nodes = step.nodes
-        self.layer = self.node.layer
-        self.name = step.name
+        super().__init__(step, graph, with_weights)
         self.inputs = [tensors[v] for v in step.inputs]
-        self.with_weights = with_weights
         self.created = []      # Keras layers made for this step
         self._assigned = set()
 
-    # -- Caffe side -------------------------------------------------------------------
-    def param(self, name):
-        return self.layer.param(name)
-
-    @property
-    def in_shapes(self):
-        """Caffe (NCHW) shapes of the inputs."""
-        return [self.graph.values[v].shape for v in self.step.inputs]
-
-    @property
-    def out_shapes(self):
-        """Caffe (NCHW) shapes of the outputs."""
-        return [self.graph.values[v].shape for v in self.step.outputs]
-
-    @property
-    def blobs(self):
-        """The layer's weight blobs (Caffe layout), or None when building fresh."""
-        if not self.with_weights or not self.layer.blobs:
-            return None
-        return self.layer.blobs
-
-    # -- Keras side -------------------------------------------------------------------
-    def sub_name(self, suffix: str) -> str:
-        """A unique name for a helper layer of this step (padding, transposes...)."""
-        return self.step.names.claim(f"{self.name}_{suffix}")
-
-    def add(self, layer, *inputs):
-        """Call ``layer`` on ``inputs`` and record it as part of this step."""
-        self.created.append(layer)
-        return layer(*inputs) if len(inputs) != 1 else layer(inputs[0])
+    def add(self, layer, inputs, **kwargs):
+        """Call ``layer`` on ``inputs`` (a tensor, or a list for merge layers) and record
+        it as part of this step."""
+        if layer not in self.created:
+            self.created.append(layer)
+        return layer(inputs, **kwargs)
 
     def set_weights(self, layer, arrays):
         """Give ``layer`` its weights (Keras layout, in ``layer.weights`` order)."""
