@@ -1,12 +1,15 @@
 """Emit a Keras functional model from a planned Caffe graph."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 import keras
 
 from ..errors import CaffeFormatError
 from ..graph import Graph
+from ..pages import release
 from .context import LayerContext
 from .plan import Step, check_supported, keras_name, make_plan, resolve_outputs
 from .registry import CONVERTERS, WEIGHTS
@@ -29,13 +32,30 @@ class StepContext(LayerContext):
         self.inputs = [tensors[v] for v in step.inputs]
         self.created = []      # Keras layers made for this step
         self._assigned = set()
+        self._keras_weights = None
+
+    def keras_weights(self):
+        """{Keras layer name: arrays} from the registered weights function, computed once
+        per step; None when building fresh or when no weights function is registered."""
+        if self._keras_weights is None and self.with_weights and \
+                any(n.layer.blobs for n in self.nodes) and self.step.type in WEIGHTS:
+            self._keras_weights = WEIGHTS[self.step.type](self)
+        return self._keras_weights
 
     def add(self, layer, inputs, **kwargs):
         """Call ``layer`` on ``inputs`` (a tensor, or a list for merge layers) and record
-        it as part of this step."""
+        it as part of this step. A layer that gets Caffe weights is built with them as its
+        initial values: no random init to pay for and then overwrite."""
         if layer not in self.created:
             self.created.append(layer)
-        return layer(inputs, **kwargs)
+        preset = (self.keras_weights() or {}).get(layer.name)
+        if preset is None or layer.built:
+            return layer(inputs, **kwargs)
+        with _initial_values(layer, preset) as created:
+            out = layer(inputs, **kwargs)
+        if [id(v) for v in layer.weights] == [id(v) for v in created]:
+            self._assigned.add(layer.name)
+        return out
 
     def set_weights(self, layer, arrays):
         """Give ``layer`` its weights (Keras layout, in ``layer.weights`` order)."""
@@ -49,12 +69,39 @@ class StepContext(LayerContext):
         self._assigned.add(layer.name)
 
 
+@contextlib.contextmanager
+def _initial_values(layer, arrays):
+    """Make ``layer``'s build() create its variables from ``arrays`` (in creation order).
+    The caller checks that creation order is ``layer.weights`` order; if not, the values
+    are set again afterwards in the right order."""
+    queue = list(arrays)
+    created = []
+    original = layer.add_weight
+
+    def add_weight(*args, **kwargs):
+        shape = kwargs.get("shape", args[0] if args else None)
+        if queue and shape is not None and tuple(np.shape(queue[0])) == tuple(shape):
+            value = np.asarray(queue.pop(0))
+            kwargs["initializer"] = lambda shape, dtype=None: value.astype(
+                dtype or value.dtype, copy=False)
+            args = args[1:] if args else args
+            kwargs["shape"] = shape
+        var = original(*args, **kwargs)
+        created.append(var)
+        return var
+
+    layer.add_weight = add_weight
+    try:
+        yield created
+    finally:
+        del layer.add_weight
+
+
 def _apply_weights(ctx: StepContext):
-    has_blobs = any(n.layer.blobs for n in ctx.nodes)
-    if not (ctx.with_weights and has_blobs):
+    if not (ctx.with_weights and any(n.layer.blobs for n in ctx.nodes)):
         return
-    fn = WEIGHTS.get(ctx.step.type)
-    if fn is None:
+    weights = ctx.keras_weights()
+    if weights is None:
         if not ctx._assigned:
             raise CaffeFormatError(
                 f"the converter for {ctx.step.type} registered no weights function and set "
@@ -62,11 +109,13 @@ def _apply_weights(ctx: StepContext):
                 path=ctx.graph.net.path, layer=ctx.layer.name)
         return
     by_name = {lay.name: lay for lay in ctx.created}
-    for name, arrays in fn(ctx).items():
+    for name, arrays in weights.items():
         if name not in by_name:
             raise CaffeFormatError(f"internal: weights for unknown Keras layer '{name}'",
                                    path=ctx.graph.net.path, layer=ctx.layer.name)
-        ctx.set_weights(by_name[name], arrays)
+        if name not in ctx._assigned:
+            ctx.set_weights(by_name[name], arrays)
+    ctx._keras_weights = None  # let the transposed copies go
 
 
 def _check_shape(ctx: StepContext, value_id, tensor):
@@ -107,6 +156,8 @@ def build_model(graph: Graph, outputs=None, with_weights=True, name=None) -> ker
             _check_shape(ctx, vid, t)
             tensors[vid] = t
         _apply_weights(ctx)
+        for n in step.nodes:  # their values now live in Keras variables
+            release(n.layer.blobs)
     model_outputs = {b: tensors[graph.final(b)] for b in out_blobs}
     return keras.Model(inputs=model_inputs, outputs=model_outputs,
                        name=keras_name(name or graph.net.name or "caffe_model"))
