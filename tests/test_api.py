@@ -1,0 +1,139 @@
+"""The public API: convert(), outputs, naming, fresh weights, saving, custom converters."""
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import caffe2keras
+from caffe2keras.errors import UnsupportedLayerError
+from caffe2keras.net import parse_net
+
+from .shared import (PROTOTXT_ONLY, ROOT, assert_blob_close, conformance_files, model_files,
+                     to_caffe_layout, to_keras_layout)
+
+
+def _convert(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return caffe2keras.convert(*args, **kwargs)
+
+
+def test_default_outputs_are_the_nets_outputs_keyed_by_blob_name():
+    deploy, weights, inputs, outputs = model_files("mtcnn_det3")
+    model = _convert(deploy, weights)
+    golden = np.load(outputs)
+    feed = np.load(inputs)
+    got = model({"data": to_keras_layout(feed["data"])})
+    assert sorted(got) == ["conv6-1", "conv6-2", "conv6-3", "prob1"]
+    for k, v in got.items():
+        assert_blob_close(to_caffe_layout(v), golden[k], k)
+
+
+def test_feature_extractor_outputs():
+    deploy, weights, inputs, outputs = model_files("lenet_mnist_v2")
+    model = _convert(deploy, weights, outputs=["ip1", "pool2"])
+    feed = np.load(inputs)
+    got = model({"data": to_keras_layout(feed["data"])})
+    assert sorted(got) == ["ip1", "pool2"]
+    golden = np.load(outputs)
+    assert_blob_close(to_caffe_layout(got["pool2"]), golden["pool2"], "pool2")
+    assert_blob_close(got["ip1"], golden["ip1"], "ip1")  # in place: after relu1
+
+
+def test_unknown_output_blob_is_named():
+    deploy, weights, _, _ = model_files("lenet_mnist_v2")
+    with pytest.raises(KeyError, match="fc7"):
+        _convert(deploy, weights, outputs=["fc7"])
+
+
+def test_fresh_weights_build_and_run_with_odd_blob_names():
+    model = _convert(PROTOTXT_ONLY / "bvlc_googlenet_deploy.prototxt", None,
+                     outputs=["inception_3a/1x1", "prob"],
+                     input_shapes={"data": (1, 3, 224, 224)})
+    x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype("float32")
+    got = model({"data": x})
+    assert set(got) == {"inception_3a/1x1", "prob"}
+    assert tuple(got["inception_3a/1x1"].shape) == (1, 28, 28, 64)
+    assert np.allclose(np.asarray(got["prob"]).sum(-1), 1, atol=1e-5)
+
+
+def test_keras_file_round_trip_in_safe_mode(tmp_path):
+    import keras
+
+    from caffe2keras.saving import save_model
+
+    deploy, weights, inputs, outputs = model_files("ultraface_rfb320")
+    model = _convert(deploy, weights)
+    path = save_model(model, tmp_path / "m.keras")
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    feed = {"input": to_keras_layout(np.load(inputs)["input"])}
+    a, b = model(feed), loaded(feed)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+
+
+def test_keras_file_loads_in_a_fresh_process_after_import(tmp_path):
+    from caffe2keras.saving import save_model
+
+    deploy, weights, _, _ = conformance_files("pool_ave_pad")
+    save_model(_convert(deploy, weights), tmp_path / "m.keras")
+    code = ("import caffe2keras, keras; "
+            f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}, safe_mode=True); "
+            "print(sorted(m.output_names))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    assert "p1" in out.stdout
+
+
+def test_unsupported_layers_are_all_listed_before_building():
+    net = parse_net('''
+        input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+        layer { name: "a" type: "Frobnicate" bottom: "data" top: "a" }
+        layer { name: "r" type: "ReLU" bottom: "a" top: "r" }
+        layer { name: "b" type: "Python" bottom: "r" top: "b" }
+    ''', "t.prototxt")
+    from caffe2keras.emit.builder import build_model
+    from caffe2keras.graph import build_graph
+
+    with pytest.raises(UnsupportedLayerError) as e:
+        build_model(build_graph(net))
+    msg = str(e.value)
+    assert "a (Frobnicate)" in msg and "b (Python)" in msg and "register_converter" in msg
+
+
+def test_register_converter_adds_a_type():
+    import keras
+
+    from caffe2keras.emit.builder import build_model
+    from caffe2keras.emit.registry import CONVERTERS
+    from caffe2keras.graph import build_graph
+
+    @caffe2keras.register_converter("Double")
+    def double(ctx):
+        return [ctx.add(keras.layers.Rescaling(2.0, name=ctx.name), ctx.inputs[0])]
+
+    try:
+        net = parse_net('''
+            input: "data" input_shape { dim: 1 dim: 2 dim: 3 dim: 3 }
+            layer { name: "d" type: "Double" bottom: "data" top: "d" }
+        ''', "t.prototxt")
+        from caffe2keras import shapes
+        shapes.SHAPE_FUNCTIONS["Double"] = shapes.SHAPE_FUNCTIONS["ReLU"]
+        model = build_model(build_graph(net))
+        x = np.ones((1, 3, 3, 2), "float32")
+        np.testing.assert_allclose(np.asarray(model({"data": x})["d"]), 2 * x)
+    finally:
+        CONVERTERS.pop("Double", None)
+        shapes.SHAPE_FUNCTIONS.pop("Double", None)
+
+
+def test_importing_and_inspecting_does_not_import_keras():
+    code = ("import sys, caffe2keras; from caffe2keras.support import supported_types; "
+            "assert 'Convolution' in supported_types(); "
+            "from caffe2keras.cli import main; main(['inspect', sys.argv[1]]); "
+            "assert 'keras' not in sys.modules, 'keras imported'")
+    subprocess.run([sys.executable, "-c", code, str(model_files("mtcnn_det1")[0])],
+                   check=True, capture_output=True, cwd=ROOT)
