@@ -104,27 +104,38 @@ def test_unsupported_layers_are_all_listed_before_building():
     assert "a (Frobnicate)" in msg and "b (Python)" in msg and "register_converter" in msg
 
 
-def test_register_converter_adds_a_type():
+def test_register_converter_adds_a_type_with_or_without_a_shape_function():
     import keras
 
+    from caffe2keras import shapes
     from caffe2keras.emit.builder import build_model
     from caffe2keras.emit.registry import CONVERTERS
     from caffe2keras.graph import build_graph
 
-    @caffe2keras.register_converter("Double")
+    def same_shape(layer, bottoms):
+        return [bottoms[0]], []
+
     def double(ctx):
         return [ctx.add(keras.layers.Rescaling(2.0, name=ctx.name), ctx.inputs[0])]
 
+    text = '''
+        input: "data" input_shape { dim: 1 dim: 2 dim: 3 dim: 3 }
+        layer { name: "d" type: "Double" bottom: "data" top: "d" }
+        layer { name: "p" type: "Pooling" bottom: "d" top: "p"
+                pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+    '''
+    x = np.arange(18, dtype="float32").reshape(1, 3, 3, 2)
     try:
-        net = parse_net('''
-            input: "data" input_shape { dim: 1 dim: 2 dim: 3 dim: 3 }
-            layer { name: "d" type: "Double" bottom: "data" top: "d" }
-        ''', "t.prototxt")
-        from caffe2keras import shapes
-        shapes.SHAPE_FUNCTIONS["Double"] = shapes.SHAPE_FUNCTIONS["ReLU"]
-        model = build_model(build_graph(net))
-        x = np.ones((1, 3, 3, 2), "float32")
-        np.testing.assert_allclose(np.asarray(model({"data": x})["d"]), 2 * x)
+        for shape_fn in (same_shape, None):
+            CONVERTERS.pop("Double", None)
+            shapes.SHAPE_FUNCTIONS.pop("Double", None)
+            caffe2keras.register_converter("Double", shape=shape_fn)(double)
+            graph = build_graph(parse_net(text, "t.prototxt"))
+            model = build_model(graph)
+            got = np.asarray(model({"data": x})["p"])
+            # ceil mode: 3x3 pooled 2/2 -> 2x2, the last window clipped to the edge
+            np.testing.assert_allclose(got[0, :, :, 0], [[16, 20], [28, 32]])
+            assert graph.shape("p") == (1, 2, 2, 2)
     finally:
         CONVERTERS.pop("Double", None)
         shapes.SHAPE_FUNCTIONS.pop("Double", None)

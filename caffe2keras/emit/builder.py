@@ -132,6 +132,35 @@ def _check_shape(ctx: StepContext, value_id, tensor):
             path=ctx.graph.net.path, layer=ctx.layer.name)
 
 
+def _caffe_shape(keras_shape_, graph):
+    """Caffe shape of a Keras tensor (batch taken from the net's first input)."""
+    s = list(keras_shape_)
+    if s and s[0] is None and graph.inputs:
+        s[0] = graph.values[graph.inputs[0]].shape[0]
+    if len(s) == 4:
+        s = [s[0], s[3], s[1], s[2]]
+    return tuple(s)
+
+
+def _infer_late(graph, step):
+    """Shapes downstream of a layer type without a shape function were unknown when the
+    graph was built; the converted tensors have filled them in by now."""
+    from ..shapes import SHAPE_FUNCTIONS, infer
+    for node in step.nodes:
+        if node.param_shapes is not None or node.type not in SHAPE_FUNCTIONS:
+            continue
+        ins = [graph.values[v].shape for v in node.inputs]
+        if any(s is None for s in ins):
+            continue
+        try:
+            tops, params = infer(node.layer, ins)
+        except CaffeFormatError as e:
+            raise e.with_context(path=graph.net.path, layer=node.name) from None
+        for vid, shp in zip(node.outputs, tops):
+            graph.values[vid].shape = tuple(shp)
+        node.param_shapes = [tuple(p) for p in params]
+
+
 def build_model(graph: Graph, outputs=None, with_weights=True, name=None) -> keras.Model:
     check_supported(graph)
     out_blobs = resolve_outputs(graph, outputs)
@@ -146,6 +175,7 @@ def build_model(graph: Graph, outputs=None, with_weights=True, name=None) -> ker
         tensors[blob] = inp
         model_inputs[graph.values[blob].blob] = inp
     for step in plan:
+        _infer_late(graph, step)
         ctx = StepContext(step, graph, tensors, with_weights)
         outs = CONVERTERS[step.type](ctx)
         if len(outs) != len(step.outputs):
@@ -153,6 +183,8 @@ def build_model(graph: Graph, outputs=None, with_weights=True, name=None) -> ker
                 f"internal: {step.type} converter returned {len(outs)} tensors for "
                 f"{len(step.outputs)} tops", path=graph.net.path, layer=ctx.layer.name)
         for vid, t in zip(step.outputs, outs):
+            if graph.values[vid].shape is None:  # a type with no shape function
+                graph.values[vid].shape = _caffe_shape(t.shape, graph)
             _check_shape(ctx, vid, t)
             tensors[vid] = t
         _apply_weights(ctx)

@@ -12,10 +12,16 @@ CONVERTERS: dict = {}
 WEIGHTS: dict = {}
 
 
-def register_converter(*types, weights=None):
+def register_converter(*types, weights=None, shape=None):
     """Decorator: ``@register_converter("MyType")`` makes ``fn(ctx)`` the converter for
-    Caffe layers of that type (replacing any built-in one). ``weights``, if given, is the
-    matching weights function (see the module docstring)."""
+    Caffe layers of that type (replacing any built-in one).
+
+    weights: the matching weights function (see the module docstring), if the layer has
+             blobs and the converter does not call ``ctx.set_weights`` itself.
+    shape:   ``fn(layer, bottom_shapes) -> (top_shapes, param_shapes)`` in Caffe NCHW, for
+             `inspect` and weight checks. Without it, output shapes are read off the Keras
+             tensors the converter returns.
+    """
     if not types or not all(isinstance(t, str) and t for t in types):
         raise TypeError("register_converter needs one or more Caffe layer type names")
 
@@ -24,6 +30,9 @@ def register_converter(*types, weights=None):
             CONVERTERS[t] = fn
             if weights is not None:
                 WEIGHTS[t] = weights
+            if shape is not None:
+                from ..shapes import SHAPE_FUNCTIONS
+                SHAPE_FUNCTIONS[t] = shape
         return fn
     return register
 
