@@ -128,7 +128,14 @@ def _blob(b: Message, path, layer, index) -> Blob:
         data = np.zeros(0, np.float32)
     data = np.asarray(data) if not isinstance(data, np.ndarray) else data
     if shape is None:
-        shape = (len(data),)
+        # Caffe writes no shape field for a 0-D blob (a scalar, e.g. a channel-shared
+        # PReLU slope) and reads a blob without one as 0-D
+        shape = ()
+        if len(data) != 1:
+            raise CaffeFormatError(
+                f"{where} has no shape (no 'shape', no num/channels/height/width), which "
+                f"Caffe reads as a scalar, but holds {len(data)} values", path=path,
+                position=b._pos, layer=layer)
     count = math.prod(shape)
     if count != len(data):
         raise CaffeFormatError(
