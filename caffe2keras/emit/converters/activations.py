@@ -1,7 +1,24 @@
-"""Element-wise activations."""
+"""Element-wise activations (Caffe's neuron layers) and Dropout.
+
+Keras's own layers where they compute exactly what Caffe does, small layers from
+emit/layers/activations.py otherwise. All keep the input's shape and layout.
+"""
 from __future__ import annotations
 
-from ..registry import register_converter
+import math
+
+import numpy as np
+
+from ...errors import CaffeFormatError
+from ..registry import register_converter, register_weights
+
+
+def _fail(ctx, message):
+    raise CaffeFormatError(message, path=ctx.graph.net.path, layer=ctx.layer.name)
+
+
+def _one(ctx, layer):
+    return [ctx.add(layer, ctx.inputs[0])]
 
 
 @register_converter("ReLU")
@@ -12,3 +29,163 @@ def relu(ctx):
     layer = keras.layers.LeakyReLU(negative_slope=slope, name=ctx.name) if slope \
         else keras.layers.ReLU(name=ctx.name)
     return [ctx.add(layer, ctx.inputs[0])]
+
+
+def _prelu_axes(shape, shared):
+    """Keras PReLU's shared_axes and alpha shape for a Caffe input ``shape``: one alpha
+    per channel (Caffe axis 1: last in NHWC, else axis 1) or one for all."""
+    rank = len(shape)
+    channel = 3 if rank == 4 else 1
+    keras_dims = (shape[2], shape[3], shape[1]) if rank == 4 else tuple(shape[1:])
+    shared_axes = [a for a in range(1, rank) if shared or a != channel]
+    alpha_shape = tuple(1 if a in shared_axes else keras_dims[a - 1] for a in range(1, rank))
+    return shared_axes, alpha_shape
+
+
+@register_weights("PReLU")
+def prelu_weights(ctx):
+    shared = ctx.param("prelu_param").channel_shared
+    _, alpha_shape = _prelu_axes(ctx.in_shapes[0], shared)
+    return {ctx.name: [np.asarray(ctx.blobs[0]).reshape(alpha_shape)]}
+
+
+def _filler_initializer(filler, default):
+    """Keras initializer for a Caffe filler (fresh models start as Caffe would)."""
+    import keras
+
+    if filler is None:
+        return keras.initializers.Constant(default)
+    if filler.type == "constant":
+        return keras.initializers.Constant(filler.value)
+    if filler.type == "uniform":
+        return keras.initializers.RandomUniform(filler.min, filler.max)
+    if filler.type == "gaussian":
+        return keras.initializers.RandomNormal(filler.mean, filler.std)
+    return keras.initializers.Constant(default)
+
+
+@register_converter("PReLU", weights=prelu_weights)
+def prelu(ctx):
+    import keras
+
+    p = ctx.param("prelu_param")
+    shared_axes, _ = _prelu_axes(ctx.in_shapes[0], p.channel_shared)
+    init = _filler_initializer(p.filler if p.has("filler") else None, 0.25)
+    return _one(ctx, keras.layers.PReLU(alpha_initializer=init, shared_axes=shared_axes or None,
+                                        name=ctx.name))
+
+
+@register_converter("ELU")
+def elu(ctx):
+    import keras
+
+    return _one(ctx, keras.layers.ELU(alpha=ctx.param("elu_param").alpha, name=ctx.name))
+
+
+@register_converter("Sigmoid")
+def sigmoid(ctx):
+    import keras
+
+    return _one(ctx, keras.layers.Activation("sigmoid", name=ctx.name))
+
+
+@register_converter("TanH")
+def tanh(ctx):
+    import keras
+
+    return _one(ctx, keras.layers.Activation("tanh", name=ctx.name))
+
+
+@register_converter("BNLL")
+def bnll(ctx):
+    import keras
+
+    # log(1 + exp(x)); Keras's softplus is the overflow-safe form Caffe also uses
+    return _one(ctx, keras.layers.Activation("softplus", name=ctx.name))
+
+
+@register_converter("AbsVal")
+def absval(ctx):
+    from ..layers.activations import AbsVal
+
+    return _one(ctx, AbsVal(name=ctx.name))
+
+
+@register_converter("Power")
+def power(ctx):
+    from ..layers.activations import Power
+
+    p = ctx.param("power_param")
+    return _one(ctx, Power(p.power, p.scale, p.shift, name=ctx.name))
+
+
+@register_converter("Exp")
+def exp(ctx):
+    from ..layers.activations import Exp
+
+    p = ctx.param("exp_param")
+    if p.base != -1 and not p.base > 0:
+        _fail(ctx, f"exp_param base must be positive, or -1 for e; found {p.base}")
+    return _one(ctx, Exp(p.base, p.scale, p.shift, name=ctx.name))
+
+
+@register_converter("Log")
+def log(ctx):
+    from ..layers.activations import Log
+
+    p = ctx.param("log_param")
+    if p.base != -1 and not (p.base > 0 and p.base != 1):
+        _fail(ctx, f"log_param base must be positive and not 1, or -1 for e; found {p.base}")
+    return _one(ctx, Log(p.base, p.scale, p.shift, name=ctx.name))
+
+
+@register_converter("Threshold")
+def threshold(ctx):
+    from ..layers.activations import Threshold
+
+    return _one(ctx, Threshold(ctx.param("threshold_param").threshold, name=ctx.name))
+
+
+@register_converter("Clip")
+def clip(ctx):
+    from ..layers.activations import Clip
+
+    p = ctx.param("clip_param")
+    if not (p.has("min") and p.has("max")):
+        _fail(ctx, "clip_param needs both min and max")
+    if p.min > p.max:
+        _fail(ctx, f"clip_param min {p.min} exceeds max {p.max}")
+    return _one(ctx, Clip(p.min, p.max, name=ctx.name))
+
+
+@register_converter("Swish")
+def swish(ctx):
+    import keras
+
+    from ..layers.activations import Swish
+
+    beta = ctx.param("swish_param").beta
+    layer = keras.layers.Activation("silu", name=ctx.name) if beta == 1 else \
+        Swish(beta, name=ctx.name)
+    return _one(ctx, layer)
+
+
+@register_converter("Dropout")
+def dropout(ctx):
+    """Identity at inference, as in Caffe's TEST phase; Keras still drops when training.
+
+    scale_train false (a fork option) scales by 1 - ratio at inference instead of by
+    1 / (1 - ratio) while training; a Power layer after the Dropout does both."""
+    import keras
+
+    from ..layers.activations import Power
+
+    p = ctx.param("dropout_param")
+    rate = float(p.dropout_ratio)
+    if not 0 <= rate < 1 or math.isnan(rate):
+        _fail(ctx, f"dropout_ratio must be in [0, 1), found {rate}")
+    x = ctx.inputs[0]
+    if p.scale_train:
+        return [ctx.add(keras.layers.Dropout(rate, name=ctx.name), x)]
+    x = ctx.add(keras.layers.Dropout(rate, name=ctx.sub_name("drop")), x)
+    return [ctx.add(Power(1.0, 1.0 - rate, 0.0, name=ctx.name), x)]

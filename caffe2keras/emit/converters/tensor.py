@@ -1,1 +1,293 @@
-"""(being written)"""
+"""Axis and tensor operations: Eltwise, Concat, Slice, Split, Crop, Flatten, Reshape,
+Permute, Softmax, ArgMax, Reduction, Tile, Silence.
+
+Layout: a 4-D Caffe blob (NCHW) is NHWC in Keras; other ranks keep Caffe's axis order.
+Ops that stay 4-D map Caffe's axis to Keras's (``keras_axis``). Ops whose result depends
+on Caffe's memory order across the 4-D boundary (Flatten, Reshape, ArgMax without an
+axis) see the tensor in NCHW order first and go back to NHWC after, with a transpose
+only where the two orders differ. Permute folds both layout changes into its own
+transpose.
+"""
+from __future__ import annotations
+
+from ...errors import CaffeFormatError
+from ...proto.schema import ENUMS
+from ...shapes import (canonical_axis, crop_offsets, permute_order, reshape_target,
+                       slice_points)
+from ..registry import register_converter
+
+NCHW_TO_NHWC = (0, 2, 3, 1)   # keras = caffe.transpose(NCHW_TO_NHWC)
+NHWC_TO_NCHW = (0, 3, 1, 2)   # caffe = keras.transpose(NHWC_TO_NCHW)
+
+
+def keras_axis(axis: int, ndim: int) -> int:
+    """The Keras axis of Caffe axis ``axis`` (already canonical) of an ``ndim``-D blob."""
+    return NHWC_TO_NCHW[axis] if ndim == 4 else axis
+
+
+def keras_shape(shape):
+    """Keras layout of a Caffe shape (4-D NCHW -> NHWC; other ranks unchanged)."""
+    s = tuple(shape)
+    return (s[0], s[2], s[3], s[1]) if len(s) == 4 else s
+
+
+def same_memory_order(shape) -> bool:
+    """Whether a 4-D Caffe shape lists its values in the same order as NCHW and NHWC
+    (one channel, or 1x1 maps): its layout change is a mere reshape."""
+    return len(shape) != 4 or shape[1] == 1 or shape[2] * shape[3] == 1
+
+
+def _enum(ctx, value, enum):
+    if isinstance(value, int):
+        names = {v: k for k, v in ENUMS[enum].items()}
+        if value not in names:
+            _fail(ctx, f"unknown {enum} value {value}")
+        return names[value]
+    return value
+
+
+def _fail(ctx, message):
+    raise CaffeFormatError(message, path=ctx.graph.net.path, layer=ctx.layer.name)
+
+
+def _run(ctx, x, makers):
+    """Apply ``makers`` [(suffix, make(name) -> layer)] in order; the last layer gets the
+    step's name, the others ``<name>_<suffix>``. No makers: ``x`` itself."""
+    for i, (suffix, make) in enumerate(makers):
+        name = ctx.name if i == len(makers) - 1 else ctx.sub_name(suffix)
+        x = ctx.add(make(name), x)
+    return x
+
+
+def _transpose_maker(perm, suffix):
+    """A maker for ``transpose(x, perm)``, or None for the identity."""
+    import keras
+
+    from ..layers.tensor import Transpose
+
+    perm = tuple(int(p) for p in perm)
+    if perm == tuple(range(len(perm))):
+        return None
+    if perm[0] == 0:
+        return suffix, lambda name: keras.layers.Permute(perm[1:], name=name)
+    return suffix, lambda name: Transpose(perm, name=name)
+
+
+def _reshape_makers(src, dst, spec=None):
+    """Makers turning a Keras tensor of Caffe shape ``src`` into Caffe's reshape of it to
+    ``dst`` (both Caffe shapes). ``spec`` (dims, axis, num_axes): the reshape moves values
+    across the batch axis, so it runs on the whole tensor with Caffe's rules (the batch
+    size comes from the data); otherwise the batch axis stays the batch axis."""
+    import keras
+
+    from ..layers.tensor import BatchReshape
+
+    src, dst = tuple(src), tuple(dst)
+    if spec is None and len(src) == 4 and len(dst) == 4 and src[1] == dst[1]:
+        # channels stay the fastest axis: NHWC reshapes its H, W like NCHW does
+        if src == dst:
+            return []
+        return [("reshape", lambda name: keras.layers.Reshape(keras_shape(dst)[1:],
+                                                               name=name))]
+    makers = []
+    to_nchw = not same_memory_order(src)
+    if to_nchw:
+        makers.append(_transpose_maker(NHWC_TO_NCHW, "nchw"))
+    if spec is not None:
+        makers.append(("reshape", lambda name: BatchReshape(*spec, name=name)))
+        if len(dst) == 4:
+            makers.append(_transpose_maker(NCHW_TO_NHWC, "nhwc"))
+        return makers
+    to_nhwc = not same_memory_order(dst)
+    now = src if to_nchw else keras_shape(src)
+    target = dst if to_nhwc else keras_shape(dst)
+    if tuple(now[1:]) != tuple(target[1:]):
+        makers.append(("reshape", lambda name: keras.layers.Reshape(target[1:], name=name)))
+    if to_nhwc:
+        makers.append(_transpose_maker(NCHW_TO_NHWC, "nhwc"))
+    return makers
+
+
+# -- merging and splitting ------------------------------------------------------------
+
+@register_converter("Eltwise")
+def eltwise(ctx):
+    import keras
+
+    from ..layers.tensor import WeightedSum
+
+    p = ctx.param("eltwise_param")
+    op = _enum(ctx, p.operation, "EltwiseOp")
+    coeff = [float(c) for c in p.coeff]
+    if coeff and op != "SUM":
+        _fail(ctx, f"Eltwise coeff applies to SUM only, found operation {op}")
+    if op == "SUM" and coeff and any(c != 1 for c in coeff):
+        layer = WeightedSum(coeff, name=ctx.name)
+    elif op == "SUM":
+        layer = keras.layers.Add(name=ctx.name)
+    elif op == "PROD":
+        layer = keras.layers.Multiply(name=ctx.name)
+    elif op == "MAX":
+        layer = keras.layers.Maximum(name=ctx.name)
+    else:
+        _fail(ctx, f"unknown Eltwise operation {op}")
+    return [ctx.add(layer, list(ctx.inputs))]
+
+
+@register_converter("Concat")
+def concat(ctx):
+    import keras
+
+    p = ctx.param("concat_param")
+    ndim = len(ctx.in_shapes[0])
+    axis = p.concat_dim if p.has("concat_dim") and not p.has("axis") else p.axis
+    axis = canonical_axis(ctx.layer, axis, ndim)
+    if len(ctx.inputs) == 1:
+        return [ctx.inputs[0]]  # Caffe shares the bottom's data
+    layer = keras.layers.Concatenate(axis=keras_axis(axis, ndim), name=ctx.name)
+    return [ctx.add(layer, list(ctx.inputs))]
+
+
+@register_converter("Slice")
+def slice_(ctx):
+    from ..layers.tensor import Slice
+
+    shape = ctx.in_shapes[0]
+    axis, _ = slice_points(ctx.layer, shape)  # validates the points against the shape
+    points = [int(x) for x in ctx.param("slice_param").slice_point]
+    layer = Slice(keras_axis(axis, len(shape)), len(ctx.layer.tops), points, name=ctx.name)
+    outs = ctx.add(layer, ctx.inputs[0])
+    return list(outs)
+
+
+@register_converter("Split")
+def split(ctx):
+    return [ctx.inputs[0]] * len(ctx.step.outputs)
+
+
+@register_converter("Silence")
+def silence(ctx):
+    return []
+
+
+@register_converter("Crop")
+def crop(ctx):
+    import keras
+
+    from ..layers.tensor import Crop
+
+    shape, ref = ctx.in_shapes
+    axis, offsets = crop_offsets(ctx.layer, shape, ref)
+    x, reference = ctx.inputs
+    if len(shape) == 4 and axis >= 2:
+        rows = (0, 0) if axis > 2 else (offsets[0], shape[2] - offsets[0] - ref[2])
+        o = offsets[-1]
+        cols = (o, shape[3] - o - ref[3])
+        return [ctx.add(keras.layers.Cropping2D((rows, cols), name=ctx.name), x)]
+    axes = [keras_axis(a, len(shape)) for a in range(axis, len(shape))]
+    return [ctx.add(Crop(axes, offsets, name=ctx.name), [x, reference])]
+
+
+# -- reshaping ------------------------------------------------------------------------
+
+@register_converter("Flatten")
+def flatten(ctx):
+    p = ctx.param("flatten_param")
+    src, dst = ctx.in_shapes[0], ctx.out_shapes[0]
+    a = canonical_axis(ctx.layer, p.axis, len(src))
+    e = canonical_axis(ctx.layer, p.end_axis, len(src), "end_axis")
+    spec = None if a > 0 else ([-1], 0, e + 1)  # folds the batch into the result
+    return [_run(ctx, ctx.inputs[0], _reshape_makers(src, dst, spec))]
+
+
+@register_converter("Reshape")
+def reshape(ctx):
+    """A reshape that keeps the input's size on axis 0 keeps the batch axis (at the
+    declared batch size it is exactly Caffe's; at other sizes it is what a net declared
+    with batch 1, as exported ones are, means). Otherwise the batch is folded as Caffe
+    folds it, at the size the model is run with."""
+    p = ctx.param("reshape_param")
+    src = tuple(ctx.in_shapes[0])
+    dst = reshape_target(ctx.layer, src)
+    spec = None
+    if dst[0] != src[0]:
+        spec = ([int(d) for d in p.shape.dim], int(p.axis), int(p.num_axes))
+    return [_run(ctx, ctx.inputs[0], _reshape_makers(src, dst, spec))]
+
+
+@register_converter("Permute")
+def permute(ctx):
+    src = ctx.in_shapes[0]
+    nd = len(src)
+    order = permute_order(ctx.layer, nd)
+    into = NHWC_TO_NCHW if nd == 4 else tuple(range(nd))
+    back = NCHW_TO_NHWC if nd == 4 else tuple(range(nd))
+    # Keras in -> Caffe in -> Caffe's permute -> Keras out, as one transpose
+    perm = [into[order[back[i]]] for i in range(nd)]
+    maker = _transpose_maker(perm, "transpose")
+    return [_run(ctx, ctx.inputs[0], [maker] if maker else [])]
+
+
+# -- per-axis computations ------------------------------------------------------------
+
+@register_converter("Softmax")
+def softmax(ctx):
+    import keras
+
+    nd = len(ctx.in_shapes[0])
+    axis = canonical_axis(ctx.layer, ctx.param("softmax_param").axis, nd)
+    return [ctx.add(keras.layers.Softmax(axis=keras_axis(axis, nd), name=ctx.name),
+                    ctx.inputs[0])]
+
+
+@register_converter("ArgMax")
+def argmax(ctx):
+    from ..layers.tensor import ArgMax
+
+    p = ctx.param("argmax_param")
+    src, dst = ctx.in_shapes[0], ctx.out_shapes[0]
+    nd = len(src)
+    x = ctx.inputs[0]
+    if p.has("axis"):
+        axis = canonical_axis(ctx.layer, p.axis, nd)
+        layer = ArgMax(keras_axis(axis, nd), p.top_k, p.out_max_val, name=ctx.name)
+        return [ctx.add(layer, x)]
+    # over each item's values in Caffe's (C, H, W) order
+    before = [] if same_memory_order(src) else [_transpose_maker(NHWC_TO_NCHW, "nchw")]
+    flat = (src[0], 2 if p.out_max_val else 1, int(p.top_k))
+    after = _reshape_makers(flat, dst)
+    makers = before + [("argmax", lambda name: ArgMax(None, p.top_k, p.out_max_val,
+                                                       name=name))] + after
+    return [_run(ctx, x, makers)]
+
+
+@register_converter("Reduction")
+def reduction(ctx):
+    from ..layers.tensor import Reduction
+
+    p = ctx.param("reduction_param")
+    src = ctx.in_shapes[0]
+    nd = len(src)
+    axis = canonical_axis(ctx.layer, p.axis, nd)
+    op = _enum(ctx, p.operation, "ReductionOp")
+    axes = sorted(keras_axis(a, nd) for a in range(axis, nd))
+    makers = [("reduce", lambda name: Reduction(op, axes, p.coeff, name=name))]
+    # the axes left, in Keras order, named by their Caffe axis; the output is < 4-D
+    kept = [c for k, c in sorted((keras_axis(c, nd), c) for c in range(axis))]
+    perm = [kept.index(c) for c in range(axis)]
+    maker = _transpose_maker(perm, "transpose") if perm else None
+    if maker:
+        makers.append(maker)
+    return [_run(ctx, ctx.inputs[0], makers)]
+
+
+@register_converter("Tile")
+def tile(ctx):
+    from ..layers.tensor import Tile
+
+    p = ctx.param("tile_param")
+    nd = len(ctx.in_shapes[0])
+    axis = canonical_axis(ctx.layer, p.axis, nd)
+    if p.tiles <= 0:
+        _fail(ctx, f"tile_param tiles must be positive, found {p.tiles}")
+    return [ctx.add(Tile(keras_axis(axis, nd), p.tiles, name=ctx.name), ctx.inputs[0])]
