@@ -69,8 +69,8 @@ def convolution(ctx):
     step, s, d, after = _split_stride(s, d)
     split = max(step) > 1
     padding = "same" if not split and _same_padding(k, s, pad, d) else "valid"
-    common = dict(strides=s, dilation_rate=d, use_bias=p.bias_term, padding=padding,
-                  name=ctx.name)
+    common = {"strides": s, "dilation_rate": d, "use_bias": p.bias_term,
+              "padding": padding, "name": ctx.name}
     if _is_depthwise(ctx):
         conv = keras.layers.DepthwiseConv2D(
             k, depth_multiplier=p.num_output // ctx.in_shapes[0][1], **common)

@@ -2,9 +2,8 @@
 and test-time STOCHASTIC pooling."""
 from __future__ import annotations
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 from ...shapes import pooled_size
