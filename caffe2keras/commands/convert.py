@@ -1,4 +1,4 @@
-"""caffe2keras convert DEPLOY WEIGHTS -o model.keras"""
+"""caffe2keras convert DEPLOY WEIGHTS -o model.keras [--preprocess ...]"""
 from __future__ import annotations
 
 import time
@@ -8,40 +8,55 @@ from .common import add_input_shape, input_shapes
 
 
 def add_parser(sub):
+    from ..preprocess import add_arguments
+
     p = sub.add_parser(
         "convert", help="convert a Caffe net to a Keras 3 .keras model",
         description="Convert DEPLOY (+ WEIGHTS) to a .keras file that "
                     "keras.saving.load_model() reads after `import caffe2keras`. Inputs and "
-                    "outputs are named after the Caffe blobs; 4-D blobs are NHWC.")
+                    "outputs are named after the Caffe blobs; 4-D blobs are NHWC. With "
+                    "--preprocess (or any preprocessing option) the model's image input "
+                    "takes RGB pixels (0..255, uint8 or float, NHWC, at the input size) and "
+                    "does Caffe's channel swap, scaling and mean subtraction itself.")
     p.add_argument("deploy", help="the net's .prototxt")
     p.add_argument("weights", nargs="?", help="its .caffemodel (omit for fresh weights)")
     p.add_argument("-o", "--output", required=True, help="the .keras file to write")
     p.add_argument("--outputs", help="comma-separated blob names to expose (default: the "
                                      "net's outputs; 'all' for every blob)")
     add_input_shape(p)
+    p.add_argument("--preprocess", action="store_true",
+                   help="prepend preprocessing layers (RGB -> BGR, raw scale 255, and "
+                        "whatever the options below say) so the model takes RGB images")
+    add_arguments(p)
     return p
 
 
 def run(args) -> int:
-    import keras
-
     from ..emit.builder import build_model
-    from ..files import atomic_output
     from ..graph import load_graph
+    from ..preprocess import any_given, from_args
+    from ..saving import save_model
 
     if not args.output.endswith(".keras"):
         raise CaffeFormatError("output must end in .keras (Keras 3's model format)",
                                path=args.output)
     t0 = time.perf_counter()
-    graph = load_graph(args.deploy, args.weights, input_shapes=input_shapes(args))
+    shapes = input_shapes(args)
+    pre = from_args(args, args.deploy, shapes) if args.preprocess or any_given(args) else None
+    graph = load_graph(args.deploy, args.weights, input_shapes=shapes)
     outputs = args.outputs if args.outputs != "all" else "all"
     model = build_model(graph, outputs=outputs, with_weights=args.weights is not None)
+    if pre is not None:
+        model = pre.wrap(model)
     t1 = time.perf_counter()
-    with atomic_output(args.output, suffix=".keras") as tmp:
-        model.save(tmp)
+    save_model(model, args.output)
     t2 = time.perf_counter()
     params = model.count_params()
     print(f"wrote {args.output}: {len(graph.nodes)} Caffe layers -> {len(model.layers)} Keras "
           f"layers, {params:,} parameters; outputs {', '.join(model.output_names)}; "
           f"converted in {t1 - t0:.2f} s, saved in {t2 - t1:.2f} s")
+    if pre is not None:
+        print("preprocessing in the model: " + "; ".join(pre.describe()[1:]))
+        print(f"feed it RGB images of {pre.size[0]}x{pre.size[1]}, pixels 0..255 (uint8 or "
+              f"float), NHWC, as {{'{pre.input_name}': images}}")
     return 0
