@@ -238,6 +238,17 @@ for _t in ("ReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "
     SHAPE_FUNCTIONS[_t] = _same
 
 
+@shape_function("MVN")
+def _mvn(layer, bottoms):
+    # Caffe's MVN reshapes its top with the legacy 4-D accessors: (N, C, H, W), 1-padded.
+    _n_bottoms(layer, bottoms, 1)
+    shape = tuple(bottoms[0])
+    if not 1 <= len(shape) <= 4:
+        _fail(layer, f"MVN takes 1-D to 4-D inputs (Caffe's legacy accessors), found "
+                     f"{list(shape)}")
+    return [shape + (1,) * (4 - len(shape))], []
+
+
 @shape_function("LRN")
 def _lrn(layer, bottoms):
     _n_bottoms(layer, bottoms, 1)
