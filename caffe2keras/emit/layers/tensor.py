@@ -217,13 +217,17 @@ class ArgMax(keras.layers.Layer):
         last = axis == len(x.shape) - 1
         if not last:
             x = ops.moveaxis(x, axis, -1)
-        rev = ops.flip(x, axis=-1)  # ties then favour the later original index
-        if self.top_k == 1:
-            i = ops.argmax(rev, axis=-1, keepdims=True)
-            v = ops.take_along_axis(rev, i, axis=-1)
+        # Caffe compares -0 and 0 as equal; the backends' sorts order them
+        x = ops.where(ops.equal(x, 0), ops.zeros_like(x), x)
+        if self.top_k == 1:  # argmax takes the first of equal values: look from the end
+            i = ops.argmax(ops.flip(x, axis=-1), axis=-1, keepdims=True)
+            i = n - 1 - i
         else:
-            v, i = ops.top_k(rev, self.top_k, sorted=True)
-        i = ops.cast(n - 1 - i, x.dtype)
+            # a stable ascending sort, read backwards: equal values latest index first
+            # (top_k's order of equal values differs between backends)
+            i = ops.flip(ops.argsort(x, axis=-1), axis=-1)[..., :self.top_k]
+        v = ops.take_along_axis(x, i, axis=-1)
+        i = ops.cast(i, x.dtype)
         if not last:
             v, i = ops.moveaxis(v, -1, axis), ops.moveaxis(i, -1, axis)
         return v, i
