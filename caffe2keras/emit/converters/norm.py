@@ -187,12 +187,21 @@ def lrn(ctx):
 
 @register_converter("MVN")
 def mvn(ctx):
+    import keras
+
     from ..layers.lrn import MVN
 
     p = ctx.param("mvn_param")
-    rank = len(ctx.in_shapes[0])
-    first = 1 if p.across_channels else 2  # Caffe axes averaged over: first .. end
-    axes = sorted(keras_axis(c, rank) for c in range(first, rank))
+    shape = ctx.in_shapes[0]
+    x = ctx.inputs[0]
+    if len(shape) < 4:
+        # Caffe's top is the legacy 4-D (N, C, H, W) with 1s padded; as NHWC that is
+        # (N, L, 1, C) for a (N, C, L) bottom.
+        if len(shape) == 3:
+            x = ctx.add(keras.layers.Permute((2, 1), name=ctx.sub_name("to_nhwc")), x)
+        _, c, h, w = ctx.out_shapes[0]
+        x = ctx.add(keras.layers.Reshape((h, w, c), name=ctx.sub_name("to_4d")), x)
+    axes = [1, 2, 3] if p.across_channels else [1, 2]
     layer = MVN(axes=axes, normalize_variance=p.normalize_variance, epsilon=p.eps,
                 name=ctx.name)
-    return [ctx.add(layer, ctx.inputs[0])]
+    return [ctx.add(layer, x)]
