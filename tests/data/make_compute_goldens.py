@@ -13,9 +13,8 @@ import re
 import sys
 import tempfile
 
-import numpy as np
-
 import caffe
+import numpy as np
 
 caffe.set_mode_cpu()
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -233,7 +232,7 @@ def main():
             weights = os.path.join(tmp, name + ".caffemodel")
             net.save(weights)
             out[f"{name}/prototxt"] = np.array(proto)
-            out[f"{name}/caffemodel"] = np.frombuffer(open(weights, "rb").read(), np.uint8)
+            out[f"{name}/caffemodel"] = np.fromfile(weights, np.uint8)
             print(name, {k.split("/")[-1]: v.shape for k, v in out.items()
                          if k.startswith(name + "/out/")})
     np.savez_compressed(os.path.join(HERE, "compute_goldens.npz"), **out)
