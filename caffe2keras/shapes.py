@@ -572,7 +572,23 @@ def _detection_output(layer, bottoms):
     p = layer.param("detection_output_param")
     if not p.has("num_classes"):
         _fail(layer, "detection_output_param needs num_classes")
-    return [(1, 1, None, 7)], []
+    return [(bottoms[0][0], detection_rows(layer, bottoms), 7)], []
+
+
+def detection_rows(layer, bottoms):
+    """Rows per image of a converted DetectionOutput. Caffe's top is (1, 1, n, 7) with n
+    decided by the data; the Keras model gives a fixed (batch, rows, 7) block instead,
+    rows = keep_top_k, or every candidate the NMS could keep when keep_top_k is -1
+    (unused rows are -1; see emit/layers/ssd.py)."""
+    p = layer.param("detection_output_param")
+    if p.keep_top_k > -1:
+        return p.keep_top_k
+    prior = bottoms[2]
+    priors = prior[2] // 4 if len(prior) > 2 else 0
+    nms = p.nms_param
+    per_class = min(nms.top_k, priors) if nms.has("top_k") and nms.top_k > -1 else priors
+    classes = p.num_classes - (1 if 0 <= p.background_label_id < p.num_classes else 0)
+    return classes * per_class
 
 
 @shape_function("Upsample")

@@ -31,6 +31,11 @@ def test_model_shapes_match_caffe(key):
     for blob in golden.files:
         ours = g.shape(blob)
         ref = golden[blob].shape
+        producer = g.values[g.final(blob)].producer
+        if producer is not None and producer.type == "DetectionOutput":
+            # Caffe's (1, 1, n, 7) becomes a fixed (batch, keep_top_k, 7) block per image
+            assert ours[1] >= ref[2] and (ours[0], ours[2]) == (ref[0], ref[3]), blob
+            continue
         assert len(ours) == len(ref), blob
         # None marks a size only the data decides (DetectionOutput's row count)
         assert all(a is None or a == b for a, b in zip(ours, ref)), (blob, ours, ref)
@@ -51,8 +56,8 @@ IMAGENET = {"prob": 1000}
     # the fully-convolutional CaffeNet slides over a 451x451 input: an 8x8 map of classes
     ("v1format_bvlc_caffenet_full_conv_2014.prototxt", "prob", (1, 1000, 8, 8)),
     ("v1format_mnist_siamese_deploy_2014.prototxt", "feat", (10000, 2)),
-    # SSD: (1, 1, detections, 7); the number of detections depends on the image
-    ("MobileNetSSD_deploy.prototxt", "detection_out", (1, 1, None, 7)),
+    # SSD: Caffe's (1, 1, detections, 7) becomes keep_top_k rows per image, unused ones -1
+    ("MobileNetSSD_deploy.prototxt", "detection_out", (1, 100, 7)),
 ])
 def test_prototxt_only_nets_infer_their_outputs(name, output, shape):
     g = load_graph(PROTOTXT_ONLY / name)
