@@ -480,6 +480,7 @@ class Preprocessor:
         units (uint8 or float), e.g. from ``load_batch``. Same layers, one flat model."""
         import keras
 
+        from .codegen import replay
         from .emit.layers import preprocess as layers
 
         inputs = model.input
@@ -515,8 +516,7 @@ class Preprocessor:
             if "shape" in kwargs:
                 mean_layer = layer
         fed[self.input_name] = x
-        # Calling the functional graph on symbolic tensors reuses its layers: one flat model
-        outputs = model.call(x if single else fed)
+        outputs = replay(model, x if single else fed)
         wrapped = keras.Model(inputs=new_inputs[self.input_name] if single else new_inputs,
                               outputs=outputs, name=model.name)
         if mean_layer is not None:
