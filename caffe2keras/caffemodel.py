@@ -17,6 +17,9 @@ from .proto.message import Message
 from .proto.schema import V1_TYPE_NAMES
 from .proto.wire import Decoder
 
+MAX_AXES = 32           # Caffe's kMaxBlobAxes
+MAX_COUNT = 2**31 - 1   # Caffe's limit on the values in one blob (INT_MAX)
+
 # Only what weight loading needs is decoded; the rest of each layer entry is skipped.
 _ONLY = {
     "NetParameter": {"name", "layer", "layers"},
@@ -68,8 +71,15 @@ class CaffeModel:
         dec = Decoder(self.buffer, self.path, _ONLY)
         proto = dec.message("NetParameter")
         if not (proto.layer or proto.layers):
+            what = _what_else(self.buffer)
             raise CaffeFormatError(
-                "holds no layers: not a Caffe weights file (or an empty net)", path=self.path)
+                f"holds no layers: not a Caffe weights file{what or ' (or an empty net)'}; "
+                f"expected a .caffemodel (a binary NetParameter with layer entries)",
+                path=self.path)
+        if proto.layer and proto.layers:
+            raise CaffeFormatError(
+                "holds both V2 'layer' and deprecated V1 'layers' entries; Caffe refuses such "
+                "a file (it reads only one kind)", path=self.path)
         self.name = proto.name
         self.format = "V1" if proto.layers and not proto.layer else "V2"
         entries = [_entry(e) for e in proto.layer] + [_v1_entry(e) for e in proto.layers]
@@ -121,12 +131,15 @@ def _blob(b: Message, path, layer, index) -> Blob:
     if shape is not None and any(d < 0 for d in shape):
         raise CaffeFormatError(f"{where} has negative dimensions {list(shape)}",
                                path=path, position=b._pos, layer=layer)
-    data = b.get("data")
+    if shape is not None and len(shape) > MAX_AXES:
+        raise CaffeFormatError(f"{where} has {len(shape)} axes; Caffe allows at most "
+                               f"{MAX_AXES}", path=path, position=b._pos, layer=layer)
+    # as Caffe's Blob::FromProto: double_data when present, else data
+    data = b.get("double_data")
     if data is None or len(data) == 0:
-        data = b.get("double_data")
+        data = b.get("data")
     if data is None:
         data = np.zeros(0, np.float32)
-    data = np.asarray(data) if not isinstance(data, np.ndarray) else data
     if shape is None:
         # Caffe writes no shape field for a 0-D blob (a scalar, e.g. a channel-shared
         # PReLU slope) and reads a blob without one as 0-D
@@ -137,11 +150,29 @@ def _blob(b: Message, path, layer, index) -> Blob:
                 f"Caffe reads as a scalar, but holds {len(data)} values", path=path,
                 position=b._pos, layer=layer)
     count = math.prod(shape)
+    if count > MAX_COUNT:
+        raise CaffeFormatError(f"{where} declares shape {list(shape)}: {count} values, more "
+                               f"than Caffe's limit of {MAX_COUNT} per blob", path=path,
+                               position=b._pos, layer=layer)
     if count != len(data):
         raise CaffeFormatError(
             f"{where} declares shape {list(shape)} ({count} values) but holds {len(data)} "
             f"values (file truncated or corrupted)", path=path, position=b._pos, layer=layer)
     return Blob(data, shape, legacy, b._pos)
+
+
+def _what_else(buf) -> str:
+    """Name the kind of file ``buf`` holds when it is not a caffemodel ('' if unsure)."""
+    try:
+        blob = Decoder(buf).message("BlobProto")
+    except CaffeFormatError:
+        return ""
+    data = blob.get("data")
+    if data is None or len(data) == 0:
+        data = blob.get("double_data")
+    if (blob.has("shape") or blob.has("num")) and data is not None and len(data):
+        return " (it holds a single blob: a mean .binaryproto?)"
+    return ""
 
 
 def load_caffemodel(path) -> CaffeModel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -21,10 +22,16 @@ def _check_file(path) -> Path:
     return p
 
 
+# Control bytes that text never holds but protobuf tags and lengths often are
+# (0x08 varint tag of field 1, 0x12 string tag of field 2, ...). Tab, LF, VT, FF, CR
+# are text.
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13)) + b"\x7f"
+
+
 def looks_binary(head: bytes) -> bool:
-    """Protobuf binaries start with a field tag and hold NULs and non-UTF-8 bytes; text
-    prototxts are printable."""
-    if b"\x00" in head:
+    """Protobuf binaries start with a field tag and hold control bytes and non-UTF-8
+    bytes; text prototxts are printable."""
+    if head.translate(None, _CONTROL) != head:
         return True
     try:
         head.decode("utf-8")
@@ -71,10 +78,11 @@ def map_binary(path, what="caffemodel"):
 
 
 def _looks_text_proto(head: bytes) -> bool:
+    """Printable, and begins like protobuf text: a comment or a field name."""
     if looks_binary(head):
         return False
     text = head.decode("utf-8", errors="replace").lstrip()
-    return text.startswith(("#", "name", "layer", "input", "force_backward", "state", "debug_info"))
+    return bool(re.match(r"#|[A-Za-z_]\w*\s*[:{<]", text))
 
 
 @contextlib.contextmanager

@@ -10,10 +10,9 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
-
 from .caffemodel import CaffeModel, load_caffemodel
 from .errors import CaffeFormatError, CaffeWarning
-from .net import Layer, Net, load_net
+from .net import MAX_AXES, MAX_COUNT, Layer, Net, load_net
 from .shapes import SHAPE_FUNCTIONS, ShapeError, infer
 
 # Types with no computation of their own that the graph handles.
@@ -25,7 +24,7 @@ class Value:
     id: str            # unique within the graph
     blob: str          # Caffe blob name
     shape: tuple | None
-    producer: "Node | None" = None
+    producer: Node | None = None
 
 
 @dataclass
@@ -130,6 +129,9 @@ def build_graph(net: Net, weights: CaffeModel | None = None) -> Graph:
             continue  # downstream of an unknown layer: shape unknown
         try:
             tops, params = infer(lay, in_shapes)
+            for what, shapes in (("output", tops), ("parameter blob", params)):
+                for i, shp in enumerate(shapes):
+                    _check_size(lay, shp, f"{what} {i}")
         except CaffeFormatError as e:
             raise e.with_context(path=net.path, layer=lay.name) from None
         for vid, shp in zip(out_ids, tops):
@@ -140,6 +142,22 @@ def build_graph(net: Net, weights: CaffeModel | None = None) -> Graph:
     if weights is not None:
         attach_weights(g, weights)
     return g
+
+
+def _check_size(layer, shape, what):
+    """Caffe's own blob limits (at most 32 axes, INT_MAX values): a net that asks for more
+    is malformed, and must not make later stages allocate absurd memory."""
+    if len(shape) > MAX_AXES:
+        raise ShapeError(f"{what} would have {len(shape)} axes; Caffe allows at most "
+                         f"{MAX_AXES}", layer=layer.name, position=layer.position or None)
+    if any(d is not None and d < 0 for d in shape):
+        raise ShapeError(f"{what} would have shape {list(shape)}, with a negative dimension",
+                         layer=layer.name, position=layer.position or None)
+    count = math.prod(d for d in shape if d is not None)
+    if count > MAX_COUNT:
+        raise ShapeError(f"{what} would have shape {list(shape)}: {count:,} values, more "
+                         f"than Caffe's limit of {MAX_COUNT:,} per blob",
+                         layer=layer.name, position=layer.position or None)
 
 
 def _fresh_id(values, base):
@@ -231,5 +249,13 @@ def load_graph(prototxt, caffemodel=None, input_shapes=None) -> Graph:
     return build_graph(net, weights)
 
 
-__all__ = ["Graph", "Node", "Value", "build_graph", "load_graph", "attach_weights",
-           "ShapeError", "STRUCTURAL"]
+__all__ = [
+    "STRUCTURAL",
+    "Graph",
+    "Node",
+    "ShapeError",
+    "Value",
+    "attach_weights",
+    "build_graph",
+    "load_graph",
+]

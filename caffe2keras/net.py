@@ -4,6 +4,7 @@ This is the first stage: text -> ``Net``. Shapes and weights are attached by gra
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -23,8 +24,18 @@ DATA_TYPES = {
 }
 
 
+MAX_AXES = 32           # Caffe's kMaxBlobAxes
+MAX_COUNT = 2**31 - 1   # Caffe's limit on the values in one blob (INT_MAX)
+
+
 def is_training_type(layer_type: str) -> bool:
     return layer_type in TRAINING_TYPES or layer_type.endswith("Loss")
+
+
+def is_data_layer(layer) -> bool:
+    """A layer that reads its data at run time (a database, files, Python code). A Python
+    layer with bottoms computes something instead, and is kept."""
+    return layer.type in DATA_TYPES and not (layer.type == "Python" and layer.bottoms)
 
 
 @dataclass
@@ -86,30 +97,66 @@ def _state_meets_rule(rule: Message, phase: str, level: int, stages) -> bool:
         return False
     if any(s not in stages for s in rule.stage):
         return False
-    if any(s in stages for s in rule.not_stage):
-        return False
-    return True
+    return not any(s in stages for s in rule.not_stage)
 
 
-def _included(params: Message, phase, level, stages) -> bool:
-    """Caffe's NetState filter: include rules (any must hold) or exclude rules (none may)."""
-    if params.has("phase") and params.phase != phase:
-        return False
+def _included(params: Message, phase, level, stages, path, name) -> bool:
+    """Caffe's NetState filter (Net::FilterNet): with include rules, any must hold; with
+    exclude rules, none may. A layer's own ``phase`` field is not a filter: Caffe only
+    fills it in from the net when unset."""
     include, exclude = params.include, params.exclude
+    if include and exclude:
+        raise CaffeFormatError("has both include and exclude rules; Caffe takes one or the "
+                               "other", path=path, position=params._pos, layer=name)
     if include:
         return any(_state_meets_rule(r, phase, level, stages) for r in include)
     return not any(_state_meets_rule(r, phase, level, stages) for r in exclude)
 
 
-def _warn_unknown(msg: Message, where: str, path):
-    """Warn once per unknown field found anywhere inside ``msg``."""
+def _warn_unknown(msg: Message, where: str, path, skip=()):
+    """Warn once per unknown field found anywhere inside ``msg`` (fields named in
+    ``skip`` are left for their own call, with a better ``where``)."""
     for name, pos in msg._unknown:
         warnings.warn(f"{path}:{pos}: {where}: unknown field '{name}' in {msg._mtype.name} "
-                      f"ignored", CaffeWarning, stacklevel=3)
-    for value in msg._values.values():
+                      f"ignored", CaffeWarning, stacklevel=2)
+    for key, value in msg._values.items():
+        if key in skip:
+            continue
         for v in value if isinstance(value, list) else (value,):
             if isinstance(v, Message):
                 _warn_unknown(v, where, path)
+
+
+def _check_shape(shape, what, path, position=None, layer=None):
+    """A declared blob shape Caffe would accept (Blob::Reshape's checks), so that nothing
+    later sizes memory by an absurd number."""
+    if len(shape) > MAX_AXES:
+        raise CaffeFormatError(f"{what} has {len(shape)} axes; Caffe allows at most "
+                               f"{MAX_AXES}", path=path, position=position, layer=layer)
+    if any(d < 0 for d in shape):
+        raise CaffeFormatError(f"{what} has a negative dimension: {list(shape)}",
+                               path=path, position=position, layer=layer)
+    count = math.prod(shape)
+    if count > MAX_COUNT:
+        raise CaffeFormatError(f"{what} {list(shape)} holds {count:,} values, more than "
+                               f"Caffe's limit of {MAX_COUNT:,} per blob",
+                               path=path, position=position, layer=layer)
+
+
+def _shape_overrides(input_shapes, path):
+    out = {}
+    for blob, shape in (input_shapes or {}).items():
+        try:
+            dims = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise CaffeFormatError(f"input shape for '{blob}' must be a sequence of ints, "
+                                   f"found {shape!r}", path=path) from None
+        if not dims or any(d <= 0 for d in dims):
+            raise CaffeFormatError(f"input shape for '{blob}' needs positive dims, found "
+                                   f"{list(dims)}", path=path)
+        _check_shape(dims, f"input shape for '{blob}'", path)
+        out[str(blob)] = dims
+    return out
 
 
 def parse_net(text: str, path="<string>", input_shapes=None, phase="TEST", level=0,
@@ -117,13 +164,15 @@ def parse_net(text: str, path="<string>", input_shapes=None, phase="TEST", level
     """Build a Net from prototxt text. ``input_shapes`` ({blob: NCHW shape}) overrides or
     supplies input shapes (needed for a train_val net whose data come from a database)."""
     proto = parse_text(text, "NetParameter", path=path)
-    _warn_unknown(proto, "net", path)
+    _warn_unknown(proto, "net", path, skip=("layer", "layers"))
     if proto.layer and proto.layers:
         raise CaffeFormatError("mixes V2 'layer' and deprecated V1 'layers' entries; "
                                "Caffe reads only one kind per file", path=path)
     fmt = "V1" if proto.layers else "V2"
-    overrides = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-    inputs = _declared_inputs(proto, path)
+    overrides = _shape_overrides(input_shapes, path)
+    # as Caffe's Net(file, phase, level, stages): the file's stages plus the given ones
+    stages = tuple(proto.state.stage) + tuple(s for s in stages if s not in proto.state.stage)
+    inputs, where = _declared_inputs(proto, path)
     layers, dropped, data_tops, excluded = [], [], {}, []
     names = set()
     for entry in proto.layers or proto.layer:
@@ -144,16 +193,16 @@ def parse_net(text: str, path="<string>", input_shapes=None, phase="TEST", level
         _warn_unknown(entry, f"layer '{name}'", path)
         if not type_:
             raise CaffeFormatError("layer has no type", path=path, position=entry._pos, layer=name)
-        if not _included(entry, phase, level, stages):
+        if not _included(entry, phase, level, stages, path, name):
             excluded.append((name, type_, list(entry.top)))
             continue
         lay = Layer(name, type_, list(entry.bottom), list(entry.top), entry, entry._pos,
                     lr_mults=lr)
-        if type_ in DATA_TYPES or is_training_type(type_):
-            if type_ in DATA_TYPES:
+        if is_data_layer(lay) or is_training_type(type_):
+            if is_data_layer(lay):
                 for top, shape in zip(lay.tops, _data_shapes(lay)):
                     data_tops[top] = (lay, shape)
-            dropped.append((name, type_, "data layer" if type_ in DATA_TYPES
+            dropped.append((name, type_, "data layer" if is_data_layer(lay)
                             else "training-only layer"))
             continue
         if name in names:  # weights are matched by name, so names must be unique
@@ -163,6 +212,7 @@ def parse_net(text: str, path="<string>", input_shapes=None, phase="TEST", level
         if type_ == "Input":
             shapes = [_shape_of(s) for s in lay.param("input_param").shape]
             for i, top in enumerate(lay.tops):
+                where[top] = (lay.position, name)
                 if top in overrides:
                     inputs[top] = overrides[top]
                 elif len(shapes) == 1:
@@ -178,6 +228,7 @@ def parse_net(text: str, path="<string>", input_shapes=None, phase="TEST", level
         if type_ == "DummyData":
             for top, shape in zip(lay.tops, _dummy_shapes(lay, path)):
                 inputs[top] = overrides.get(top, shape)
+                where[top] = (lay.position, name)
             continue
         layers.append(lay)
     inputs.update({k: v for k, v in overrides.items() if k in inputs})
@@ -187,8 +238,7 @@ def parse_net(text: str, path="<string>", input_shapes=None, phase="TEST", level
             raise CaffeFormatError(
                 f"input '{blob}' is declared without a shape; give it, e.g. --input-shape "
                 f"{blob}=1,3,224,224", path=path)
-        if any(d < 0 for d in shape) or not shape:
-            raise CaffeFormatError(f"input '{blob}' has invalid shape {list(shape)}", path=path)
+        _check_shape(shape, f"input '{blob}' shape", path, *where.get(blob, (None, None)))
     used = {b for lay in layers for b in lay.bottoms}
     produced = {t for lay in layers for t in lay.tops}
     for blob in overrides:  # a shape for a blob nobody produces makes it an input
@@ -208,16 +258,21 @@ def load_net(path, input_shapes=None, phase="TEST", level=0, stages=()) -> Net:
     return parse_net(read_text(path), path, input_shapes, phase, level, stages)
 
 
-def _declared_inputs(proto: Message, path) -> dict:
-    """Net-level inputs: ``input`` with ``input_shape`` or with legacy ``input_dim``."""
+def _declared_inputs(proto: Message, path):
+    """Net-level inputs: ``input`` with ``input_shape`` or with legacy ``input_dim``.
+    Returns ({blob: shape}, {blob: (position, None)})."""
     names = list(proto.input)
-    inputs = {}
+    inputs, where = {}, {}
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise CaffeFormatError(f"input '{dup}' is declared twice", path=path)
     if proto.input_shape:
         if len(proto.input_shape) != len(names):
             raise CaffeFormatError(f"{len(names)} 'input' names but {len(proto.input_shape)} "
                                    f"'input_shape' entries; give one shape per input", path=path)
         for n, s in zip(names, proto.input_shape):
             inputs[n] = _shape_of(s)
+            where[n] = (s._pos, None)
     elif proto.input_dim:
         dims = [int(d) for d in proto.input_dim]
         if len(dims) != 4 * len(names):
@@ -227,7 +282,7 @@ def _declared_inputs(proto: Message, path) -> dict:
             inputs[n] = tuple(dims[4 * i:4 * i + 4])
     elif names:
         inputs.update({n: None for n in names})
-    return inputs
+    return inputs, where
 
 
 def _dummy_shapes(lay: Layer, path):
@@ -281,8 +336,8 @@ def _data_tops_to_inputs(layers, data_tops, inputs, overrides, path):
             inputs[top] = tuple(int(d) for d in shape)
         else:
             raise CaffeFormatError(
-                f"blob '{top}' comes from a {lay.type} layer (a database), so its shape is "
-                f"not in the prototxt; give it, e.g. --input-shape {top}=1,3,224,224 "
+                f"blob '{top}' comes from a {lay.type} layer, which reads its data at run "
+                f"time, so its shape is not in the prototxt; give it, e.g. --input-shape {top}=1,3,224,224 "
                 f"(Python: input_shapes={{'{top}': (1, 3, 224, 224)}})",
                 path=path, position=lay.position, layer=lay.name)
 

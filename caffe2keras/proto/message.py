@@ -15,7 +15,7 @@ class Message:
     caller can warn with context (layer name, file) instead of the parser guessing.
     """
 
-    __slots__ = ("_mtype", "_values", "_unknown", "_pos")
+    __slots__ = ("_mtype", "_pos", "_unknown", "_values")
 
     def __init__(self, type_name: str, position=None):
         self._mtype: MessageType = MESSAGES[type_name]

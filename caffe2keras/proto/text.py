@@ -16,12 +16,14 @@ from .schema import ENUMS
 
 MAX_DEPTH = 100  # protobuf's own default recursion limit
 
+# Each alternative matches in one way only (no nested or adjacent quantifiers that could
+# split a run of digits), so a hostile 100k-digit token costs linear time, not quadratic.
 _TOKEN = re.compile(r"""
     (?P<ws>[ \t\r\f\v]+)
   | (?P<nl>\n)
   | (?P<comment>\#[^\n]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[fF]?(?![\w.]))
+  | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)[fF]?(?![\w.]))
   | (?P<ident>[-+]?[A-Za-z_][\w.]*)
   | (?P<punct>[{}<>:;,\[\]])
 """, re.VERBOSE)
@@ -66,7 +68,7 @@ class _Tokens:
     def expect(self, text):
         tok = self.next(repr(text))
         if tok[1] != text:
-            raise self.error(f"expected {text!r}, found {tok[1]!r}", tok[2], tok[3])
+            raise self.error(f"expected {text!r}, found {_clip(tok[1])}", tok[2], tok[3])
         return tok
 
 
@@ -113,17 +115,19 @@ def _scalar(field, tok, toks, type_name):
     where = f"'{field.name}' ({type_name})"
     if fkind == "string" or fkind == "bytes":
         if kind != "string":
-            raise toks.error(f"expected a quoted string for {where}, found {text!r}", line, col)
+            raise toks.error(f"expected a quoted string for {where}, found {_clip(text)}", line, col)
         parts = [_unescape(tok, toks)]
         while (nxt := toks.peek()) is not None and nxt[0] == "string":
             parts.append(_unescape(toks.next("string"), toks))
         return "".join(parts)
     if fkind in _INT_LIMITS:
         if kind != "number" or not re.fullmatch(r"[-+]?(?:0[xX][0-9a-fA-F]+|\d+)", text):
-            raise toks.error(f"expected an integer for {where}, found {text!r}", line, col)
+            raise toks.error(f"expected an integer for {where}, found {_clip(text)}", line, col)
+        if len(text) > 40:  # longer than any 64-bit number; int() would refuse 4300+ digits
+            raise toks.error(f"{_clip(text)} is out of range for {where} ({fkind})", line, col)
         if re.fullmatch(r"[-+]?0\d+", text):  # C-style octal, as protobuf reads it
             if not re.fullmatch(r"[-+]?0[0-7]+", text):
-                raise toks.error(f"bad octal integer {text!r} for {where}", line, col)
+                raise toks.error(f"bad octal integer {_clip(text)} for {where}", line, col)
             value = int(text, 8)
         else:
             value = int(text, 0)
@@ -133,25 +137,35 @@ def _scalar(field, tok, toks, type_name):
         return value
     if fkind in ("float", "double"):
         if kind == "number":
-            return float(int(text, 16)) if "x" in text.lower() else float(text.rstrip("fF"))
+            if "x" not in text.lower():
+                return float(text.rstrip("fF"))
+            if len(text) > 40:
+                raise toks.error(f"{_clip(text)} is out of range for {where}", line, col)
+            return float(int(text, 16))
         if kind == "ident" and text.lower() in _FLOAT_WORDS:
             return _FLOAT_WORDS[text.lower()]
-        raise toks.error(f"expected a number for {where}, found {text!r}", line, col)
+        raise toks.error(f"expected a number for {where}, found {_clip(text)}", line, col)
     if fkind == "bool":
         if text in ("true", "True", "t", "1"):
             return True
         if text in ("false", "False", "f", "0"):
             return False
-        raise toks.error(f"expected true or false for {where}, found {text!r}", line, col)
+        raise toks.error(f"expected true or false for {where}, found {_clip(text)}", line, col)
     # enum: a value name, or its number
     values = ENUMS[ftype]
     if kind == "ident" and text in values:
         return text
-    if kind == "number" and re.fullmatch(r"-?\d+", text):
+    if kind == "number" and re.fullmatch(r"-?\d{1,20}", text):
         for name, num in values.items():
             if num == int(text):
                 return name
-    raise toks.error(f"expected one of {', '.join(values)} for {where}, found {text!r}", line, col)
+    raise toks.error(f"expected one of {', '.join(values)} for {where}, found {_clip(text)}",
+                     line, col)
+
+
+def _clip(text, n=40):
+    """A token for a message: quoted, and cut short if long."""
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 def _generic_value(toks, depth):
@@ -215,7 +229,7 @@ def _parse_fields(toks, msg: Message, close, depth, open_tok=None):
         name = tok[1]
         field = mtype.by_name.get(name)
         if field is None:
-            value = _generic_value(toks, depth)
+            _generic_value(toks, depth)  # parsed to get past it; kept only as a warning
             if not mtype.open:
                 msg._unknown.append((name, f"{tok[2]}:{tok[3]}"))
             continue

@@ -18,6 +18,8 @@ _WIRE_OF = {"int32": VARINT, "int64": VARINT, "uint32": VARINT, "uint64": VARINT
             "bool": VARINT, "enum": VARINT, "float": FIXED32, "double": FIXED64,
             "string": LEN, "bytes": LEN, "message": LEN}
 _NP = {"float": np.dtype("<f4"), "double": np.dtype("<f8")}
+_MASK64 = (1 << 64) - 1
+_LAYER_TYPES = {"LayerParameter", "V1LayerParameter", "V0LayerParameter"}
 
 
 class Decoder:
@@ -29,9 +31,11 @@ class Decoder:
         self.size = len(buf)
         # message type -> field names to decode; others are skipped unread
         self.only = only or {}
+        self.layer = None  # name of the layer entry being decoded, for error messages
 
     def error(self, msg, offset):
-        return CaffeFormatError(msg, path=self.path, position=f"byte {offset}")
+        return CaffeFormatError(msg, path=self.path, position=f"byte {offset}",
+                                layer=self.layer)
 
     def varint(self, pos, end):
         buf = self.buf
@@ -82,6 +86,10 @@ class Decoder:
         msg = Message(type_name, position=f"byte {pos}")
         only = self.only.get(type_name)
         by_number = msg._mtype.by_number
+        is_layer = type_name in _LAYER_TYPES
+        if is_layer:
+            outer, self.layer = self.layer, f"(entry at byte {pos}, name not read yet)"
+        chunks = {}  # float field -> [arrays]: joined once at the end, never pairwise
         while pos < end:
             tag_pos = pos
             tag, pos = self.varint(pos, end)
@@ -107,16 +115,17 @@ class Decoder:
                 if stop > end:
                     raise self.error(f"'{f.name}' ({type_name}) claims {n} bytes but only "
                                      f"{end - pos} remain (file truncated or corrupted)", pos)
-                msg._values.setdefault(f.name, [])
-                vals = msg._values[f.name]
                 if kind in _NP:
                     dt = _NP[kind]
                     if n % dt.itemsize:
                         raise self.error(f"'{f.name}' ({type_name}) holds {n} bytes, not a "
-                                         f"multiple of {dt.itemsize}", pos)
+                                         f"multiple of {dt.itemsize} ({kind} values); file "
+                                         f"corrupted", pos)
+                    # a view on the file: the packed values are never copied
                     arr = np.frombuffer(self.buf, dtype=dt, count=n // dt.itemsize, offset=pos)
-                    msg._values[f.name] = _concat(vals, arr)
+                    chunks.setdefault(f.name, []).append(arr)
                 else:
+                    vals = msg._values.setdefault(f.name, [])
                     while pos < stop:
                         v, pos = self.scalar(kind, expected, pos, stop, number, f)
                         vals.append(v)
@@ -136,48 +145,71 @@ class Decoder:
                 value = self.message(f.type, pos, stop)
                 pos = stop
             elif f.repeated and kind in _NP:
-                pos, value = self.unpacked_run(f, kind, wire, tag, pos, end)
-                msg._values[f.name] = _concat(msg._values.get(f.name, []), value)
+                pos, value = self.unpacked_run(f, kind, tag, pos, end)
+                chunks.setdefault(f.name, []).append(value)
                 continue
             else:
                 value, pos = self.scalar(kind, wire, pos, end, number, f)
+                if is_layer and f.name == "name":
+                    self.layer = value
             if f.repeated:
                 msg._values.setdefault(f.name, []).append(value)
             else:
                 msg._values[f.name] = value
         if pos != end:
             raise self.error(f"{type_name} overruns its length by {pos - end} bytes", end)
+        for name, arrays in chunks.items():
+            msg._values[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        if is_layer:
+            self.layer = outer
         return msg
 
-    def unpacked_run(self, f, kind, wire, tag, pos, end):
+    def unpacked_run(self, f, kind, tag, pos, end):
         """A run of non-packed float/double entries (tag, value, tag, value...), read as
-        one strided view rather than value by value."""
+        one strided copy rather than value by value."""
         dt = _NP[kind]
-        tag_bytes = _encode_varint(tag)
-        step = len(tag_bytes) + dt.itemsize
-        count = 1
-        buf = self.buf
-        nxt = pos + dt.itemsize
-        while nxt + step <= end and buf[nxt:nxt + len(tag_bytes)] == tag_bytes:
-            count += 1
-            nxt += step
-        if pos + dt.itemsize > end:
+        size = dt.itemsize
+        if pos + size > end:
             raise self.error(f"'{f.name}' value runs past the end of its message", pos)
-        raw = np.frombuffer(buf, dtype=np.uint8, count=nxt - pos, offset=pos)
-        rows = np.lib.stride_tricks.as_strided(raw, shape=(count, dt.itemsize), strides=(step, 1))
+        tag_bytes = np.frombuffer(_encode_varint(tag), np.uint8)
+        step = len(tag_bytes) + size
+        # entries after the first: check the tags in growing blocks (work stays
+        # proportional to the run, however the run ends)
+        room = (end - pos - size) // step
+        count, block = 1, 64
+        while count - 1 < room:
+            k = min(block, room - (count - 1))
+            start = pos + size + (count - 1) * step
+            raw = np.frombuffer(self.buf, np.uint8, count=(k - 1) * step + len(tag_bytes),
+                                offset=start)
+            tags = np.lib.stride_tricks.as_strided(raw, shape=(k, len(tag_bytes)),
+                                                   strides=(step, 1))
+            bad = np.flatnonzero((tags != tag_bytes).any(axis=1))
+            if bad.size:
+                count += int(bad[0])
+                break
+            count += k
+            block *= 2
+        nxt = pos + size + (count - 1) * step
+        raw = np.frombuffer(self.buf, dtype=np.uint8, count=nxt - pos, offset=pos)
+        rows = np.lib.stride_tricks.as_strided(raw, shape=(count, size), strides=(step, 1))
         return nxt, np.ascontiguousarray(rows).view(dt).reshape(count)
 
     def scalar(self, kind, wire, pos, end, number, f=None):
         if wire == VARINT:
             v, pos = self.varint(pos, end)
-            if kind in ("int32", "int64") and v >= 1 << 63:
-                v -= 1 << 64
-            elif kind == "int32" and v >= 1 << 31:
-                v -= 1 << 32
+            v &= _MASK64  # protobuf keeps the low 64 bits of an over-long varint
+            if kind in ("int32", "int64", "enum"):
+                if v >= 1 << 63:
+                    v -= 1 << 64
+                if kind != "int64":  # int32 and enums are 32-bit two's complement
+                    v = (v & 0xFFFFFFFF) - ((v & 0x80000000) << 1)
+                if kind == "enum":
+                    v = ENUM_NAMES[f.type].get(v, v)  # unknown values stay numbers
+            elif kind == "uint32":
+                v &= 0xFFFFFFFF
             elif kind == "bool":
                 v = bool(v)
-            elif kind == "enum":
-                v = ENUM_NAMES[f.type].get(v, v)
             return v, pos
         if wire == FIXED32:
             if pos + 4 > end:
@@ -197,12 +229,6 @@ class Decoder:
                 return raw.decode("utf-8", errors="replace"), pos + n
             return raw, pos + n
         raise self.error(f"invalid wire type {wire} for field {number}", pos)
-
-
-def _concat(prev, arr):
-    if isinstance(prev, list) and not prev:
-        return arr
-    return np.concatenate([np.asarray(prev, dtype=arr.dtype), arr])
 
 
 def _encode_varint(v):
