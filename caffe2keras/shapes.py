@@ -35,6 +35,11 @@ def canonical_axis(layer, axis, ndim, what="axis"):
     return axis + ndim if axis < 0 else axis
 
 
+def _rank(layer, shape, ndim, what="input"):
+    if len(shape) != ndim:
+        _fail(layer, f"{layer.type} needs a {ndim}-D {what}, found {len(shape)}-D {list(shape)}")
+
+
 def _n_bottoms(layer, bottoms, lo, hi=None):
     hi = lo if hi is None else hi
     if not lo <= len(bottoms) <= hi:
@@ -113,6 +118,8 @@ def _conv_common(layer, bottoms):
 def _convolution(layer, bottoms):
     p, (n, c, h, w), group = _conv_common(layer, bottoms)
     if layer.type != "Convolution" and group == 1:
+        if c <= 0:
+            _fail(layer, f"depthwise convolution needs input channels, found {c}")
         group = c  # fork depthwise types: one filter group per input channel
         if p.num_output % c:
             _fail(layer, f"depthwise num_output {p.num_output} must be a multiple of the "
@@ -360,6 +367,8 @@ def slice_points(layer, shape):
     axis = p.slice_dim if p.has("slice_dim") and not p.has("axis") else p.axis
     axis = canonical_axis(layer, axis, len(shape))
     size, n = shape[axis], len(layer.tops)
+    if n == 0:
+        _fail(layer, "Slice needs at least one top")
     pts = [int(x) for x in p.slice_point]
     if pts:
         if len(pts) != n - 1:
@@ -494,6 +503,8 @@ def _argmax(layer, bottoms):
     _n_bottoms(layer, bottoms, 1)
     p = layer.param("argmax_param")
     shape = tuple(bottoms[0])
+    if not shape:
+        _fail(layer, "ArgMax needs an input with at least one axis")
     if p.has("axis"):
         axis = canonical_axis(layer, p.axis, len(shape))
         if p.top_k > shape[axis]:
@@ -549,7 +560,7 @@ def prior_aspect_ratios(p):
             continue
         ars.append(float(ar))
         if p.flip:
-            ars.append(1.0 / ar)
+            ars.append(1.0 / ar if ar else math.inf)
     return ars
 
 
@@ -561,6 +572,9 @@ def _prior_box(layer, bottoms):
         _fail(layer, "prior_box_param needs min_size")
     if p.max_size and len(p.max_size) != len(p.min_size):
         _fail(layer, f"{len(p.max_size)} max_size values for {len(p.min_size)} min_size")
+    if any(not ar > 0 for ar in p.aspect_ratio):
+        _fail(layer, f"aspect_ratio values must be positive, found {list(p.aspect_ratio)}")
+    _rank(layer, bottoms[0], 4, "feature map (first bottom)")
     num = len(prior_aspect_ratios(p)) * len(p.min_size) + len(p.max_size)
     h, w = bottoms[0][2], bottoms[0][3]
     return [(1, 2, h * w * num * 4)], []
@@ -595,9 +609,12 @@ def detection_rows(layer, bottoms):
 def _upsample(layer, bottoms):
     _n_bottoms(layer, bottoms, 1, 2)
     p = layer.param("upsample_param")
+    _rank(layer, bottoms[0], 4)
     n, c, h, w = bottoms[0]
     sh = p.scale_h if p.has("scale_h") else p.scale
     sw = p.scale_w if p.has("scale_w") else p.scale
+    if sh <= 0 or sw <= 0:
+        _fail(layer, f"upsample scale must be positive, found {sh}x{sw}")
     oh = p.upsample_h if p.has("upsample_h") else h * sh - (1 if p.pad_out_h else 0)
     ow = p.upsample_w if p.has("upsample_w") else w * sw - (1 if p.pad_out_w else 0)
     return [(n, c, oh, ow)], []
@@ -605,8 +622,12 @@ def _upsample(layer, bottoms):
 
 def interp_size(layer, bottoms):
     p = layer.param("interp_param")
+    _rank(layer, bottoms[0], 4)
     n, c, h, w = bottoms[0]
     he, we = h + p.pad_beg + p.pad_end, w + p.pad_beg + p.pad_end
+    if p.shrink_factor < 1 or p.zoom_factor < 1:
+        _fail(layer, f"shrink_factor ({p.shrink_factor}) and zoom_factor ({p.zoom_factor}) "
+                     f"must be at least 1")
     if p.has("shrink_factor") and not p.has("zoom_factor"):
         oh, ow = (he - 1) // p.shrink_factor + 1, (we - 1) // p.shrink_factor + 1
     elif p.has("zoom_factor") and not p.has("shrink_factor"):
@@ -617,6 +638,7 @@ def interp_size(layer, bottoms):
     elif p.has("height") and p.has("width"):
         oh, ow = p.height, p.width
     elif len(bottoms) == 2:
+        _rank(layer, bottoms[1], 4, "second bottom")
         oh, ow = bottoms[1][2], bottoms[1][3]
     else:
         _fail(layer, "interp_param needs zoom_factor, shrink_factor, height+width, or a "
@@ -629,6 +651,7 @@ def interp_size(layer, bottoms):
 @shape_function("Interp")
 def _interp(layer, bottoms):
     _n_bottoms(layer, bottoms, 1, 2)
+    _rank(layer, bottoms[0], 4)
     n, c = bottoms[0][:2]
     return [(n, c, *interp_size(layer, bottoms))], []
 
@@ -637,6 +660,9 @@ def _interp(layer, bottoms):
 def _shuffle(layer, bottoms):
     _n_bottoms(layer, bottoms, 1)
     g = layer.param("shuffle_channel_param").group
+    if len(bottoms[0]) < 2:
+        _fail(layer, f"ShuffleChannel needs an input with a channel axis, found "
+                     f"{list(bottoms[0])}")
     if g <= 0 or bottoms[0][1] % g:
         _fail(layer, f"group {g} must divide the {bottoms[0][1]} channels")
     return [tuple(bottoms[0])], []
@@ -669,7 +695,15 @@ def infer(layer, bottoms):
     for b in bottoms:
         if b is None or any(d is None for d in b):
             _fail(layer, f"input shape {b} depends on the data; {layer.type} cannot follow it")
-    tops, params = fn(layer, [tuple(b) for b in bottoms])
+    try:
+        tops, params = fn(layer, [tuple(b) for b in bottoms])
+    except CaffeFormatError:
+        raise
+    except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as e:
+        # a shape function that did not foresee these settings (a custom one, or a
+        # check missing here): still one clear error naming the layer, not a traceback
+        _fail(layer, f"cannot work out the output shape of this {layer.type} layer from "
+                     f"inputs {[list(b) for b in bottoms]}: {type(e).__name__}: {e}")
     if len(tops) != len(layer.tops) and layer.type not in ("Silence",):
         _fail(layer, f"{layer.type} gives {len(tops)} tops here, but the layer lists "
                      f"{len(layer.tops)}")
