@@ -25,9 +25,15 @@ def _one(ctx, layer):
 def relu(ctx):
     import keras
 
+    from ..layers.activations import SlopedReLU
+
     slope = ctx.param("relu_param").negative_slope
-    layer = keras.layers.LeakyReLU(negative_slope=slope, name=ctx.name) if slope \
-        else keras.layers.ReLU(name=ctx.name)
+    if slope < 0:
+        layer = SlopedReLU(slope, name=ctx.name)
+    elif slope:
+        layer = keras.layers.LeakyReLU(negative_slope=slope, name=ctx.name)
+    else:
+        layer = keras.layers.ReLU(name=ctx.name)
     return [ctx.add(layer, ctx.inputs[0])]
 
 

@@ -1,0 +1,176 @@
+"""Axis and tensor ops (Eltwise, Concat, Slice, Split, Crop, Flatten, Reshape, Permute,
+Softmax, ArgMax, Reduction, Tile, Silence) against real Caffe, the batch axis left
+open, and transposes only where NHWC and NCHW memory orders differ."""
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffe2keras
+from caffe2keras.net import parse_net
+
+from .shared import assert_blob_close, to_caffe_layout, to_keras_layout
+
+# Real-Caffe outputs (tests/data/make_tensor_goldens.py); "*_batch" cases were run by
+# Caffe at other batch sizes than their prototxt declares.
+ARCHIVE = Path(__file__).resolve().parent / "data" / "tensor_goldens.npz"
+
+
+@lru_cache(maxsize=1)
+def _archive():
+    with np.load(ARCHIVE) as z:
+        return {k: z[k] for k in z.files}
+
+
+def golden_cases(prefix):
+    return sorted({k.split("/")[0] for k in _archive() if k.startswith(prefix)})
+
+
+def check_golden(name, tmp_path):
+    """Convert the case's net and compare every blob Caffe computed."""
+    import keras
+
+    a = _archive()
+    deploy, weights = tmp_path / f"{name}.prototxt", tmp_path / f"{name}.caffemodel"
+    deploy.write_text(str(a[f"{name}/prototxt"]))
+    weights.write_bytes(a[f"{name}/caffemodel"].tobytes())
+    ins = {k.split("/", 2)[2]: v for k, v in a.items() if k.startswith(f"{name}/in/")}
+    outs = {k.split("/", 2)[2]: v for k, v in a.items() if k.startswith(f"{name}/out/")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = caffe2keras.convert(deploy, weights, outputs="all")
+    got = model({k: to_keras_layout(v) for k, v in ins.items()})
+    assert len(outs) >= 5
+    for blob, ref in outs.items():
+        assert_blob_close(to_caffe_layout(keras.ops.convert_to_numpy(got[blob])), ref,
+                          f"{name}:{blob}")
+    return model
+
+
+@pytest.mark.parametrize("name", golden_cases("tensor_"))
+def test_matches_caffe(name, tmp_path):
+    check_golden(name, tmp_path)
+
+
+# -- layout: transposes only where the memory orders differ ----------------------------
+
+def _convert_text(text, outputs="all"):
+    from caffe2keras.emit.builder import build_model
+    from caffe2keras.graph import build_graph
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_model(build_graph(parse_net(text, "t.prototxt")), outputs=outputs)
+
+
+def _transposes(model):
+    return [lay.name for lay in model.layers
+            if type(lay).__name__ in ("Permute", "Transpose")]
+
+
+NET = '''
+input: "x" input_shape { dim: 1 dim: 6 dim: 4 dim: 5 }
+input: "g" input_shape { dim: 1 dim: 6 dim: 1 dim: 1 }
+'''
+
+
+@pytest.mark.parametrize("body,count", [
+    ('layer { name: "c" type: "Concat" bottom: "x" bottom: "x" top: "c" }', 0),
+    ('layer { name: "c" type: "Concat" bottom: "x" bottom: "x" top: "c" '
+     'concat_param { axis: 3 } }', 0),
+    ('layer { name: "s" type: "Softmax" bottom: "x" top: "s" }', 0),
+    ('layer { name: "s" type: "Softmax" bottom: "x" top: "s" softmax_param { axis: 2 } }', 0),
+    ('layer { name: "s" type: "Slice" bottom: "x" top: "a" top: "b" }', 0),
+    ('layer { name: "a" type: "ArgMax" bottom: "x" top: "a" argmax_param { axis: 1 } }', 0),
+    ('layer { name: "r" type: "Reduction" bottom: "x" top: "r" '
+     'reduction_param { axis: 2 } }', 0),
+    ('layer { name: "t" type: "Tile" bottom: "x" top: "t" tile_param { tiles: 2 } }', 0),
+    ('layer { name: "f" type: "Flatten" bottom: "g" top: "f" }', 0),       # 1x1 maps
+    ('layer { name: "r" type: "Reshape" bottom: "x" top: "r" '
+     'reshape_param { shape { dim: 0 dim: 0 dim: 2 dim: -1 } } }', 0),     # same channels
+    ('layer { name: "r" type: "Reshape" bottom: "g" top: "r" '
+     'reshape_param { shape { dim: 0 dim: 1 dim: 2 dim: 3 } } }', 0),     # one channel
+    ('layer { name: "f" type: "Flatten" bottom: "x" top: "f" }', 1),
+    ('layer { name: "p" type: "Permute" bottom: "x" top: "p" '
+     'permute_param { order: 0 order: 2 order: 3 order: 1 } }', 1),
+    ('layer { name: "p" type: "Permute" bottom: "x" top: "p" '
+     'permute_param { order: 0 order: 1 order: 2 order: 3 } }', 0),
+    ('layer { name: "r" type: "Reduction" bottom: "x" top: "r" '
+     'reduction_param { axis: 3 } }', 1),                                  # (N, C, H) out
+    ('layer { name: "r" type: "Reshape" bottom: "x" top: "r" '
+     'reshape_param { shape { dim: 0 dim: 3 dim: 2 dim: -1 } } }', 2),    # channels regroup
+])
+def test_transposes_only_where_memory_order_differs(body, count):
+    model = _convert_text(NET + body)
+    assert len(_transposes(model)) == count, _transposes(model)
+
+
+def test_declared_batch_of_one_stays_a_batch_axis():
+    """Exported nets declare batch 1 and reshape with a literal 1 (ultraface's
+    "1, -1, 2"); the converted model keeps items apart at any batch size."""
+    import keras
+
+    model = _convert_text('''
+        input: "x" input_shape { dim: 1 dim: 4 dim: 3 dim: 5 }
+        layer { name: "p" type: "Permute" bottom: "x" top: "p"
+                permute_param { order: 0 order: 2 order: 3 order: 1 } }
+        layer { name: "r" type: "Reshape" bottom: "p" top: "r"
+                reshape_param { shape { dim: 1 dim: -1 dim: 2 } } }
+        layer { name: "s" type: "Softmax" bottom: "r" top: "s" softmax_param { axis: 2 } }
+    ''', outputs=["s"])
+    x = np.random.default_rng(0).standard_normal((3, 4, 3, 5)).astype("float32")
+    whole = keras.ops.convert_to_numpy(model({"x": to_keras_layout(x)})["s"])
+    assert whole.shape == (3, 30, 2)
+    for i in range(3):
+        one = keras.ops.convert_to_numpy(model({"x": to_keras_layout(x[i:i + 1])})["s"])
+        np.testing.assert_allclose(whole[i:i + 1], one, rtol=1e-6)
+        # Caffe's reading: NHWC order, pairs of channels
+        ref = x[i].transpose(1, 2, 0).reshape(-1, 2)
+        ref = np.exp(ref - ref.max(1, keepdims=True))
+        np.testing.assert_allclose(whole[i], ref / ref.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_split_and_single_concat_pass_the_tensor_through():
+    model = _convert_text('''
+        input: "x" input_shape { dim: 2 dim: 3 }
+        layer { name: "s" type: "Split" bottom: "x" top: "a" top: "b" top: "c" }
+        layer { name: "c1" type: "Concat" bottom: "a" top: "d" }
+        layer { name: "sil" type: "Silence" bottom: "c" }
+    ''')
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    got = model({"x": x})
+    assert sorted(got) == ["a", "b", "c", "d", "x"]
+    for k in got:
+        np.testing.assert_array_equal(np.asarray(got[k]), x)
+
+
+def test_flatten_orders_values_as_caffe_does():
+    """The classic conv -> Flatten -> InnerProduct: Caffe flattens C, H, W."""
+    import keras
+
+    model = _convert_text(NET + 'layer { name: "f" type: "Flatten" bottom: "x" top: "f" }',
+                          outputs=["f"])
+    x = np.random.default_rng(1).standard_normal((1, 6, 4, 5)).astype("float32")
+    got = keras.ops.convert_to_numpy(model({"x": to_keras_layout(x),
+                                            "g": np.zeros((1, 1, 1, 6), "float32")})["f"])
+    np.testing.assert_array_equal(got, x.reshape(1, -1))
+
+
+def test_reshape_that_folds_the_batch_follows_the_batch_it_is_given():
+    import keras
+
+    model = _convert_text('''
+        input: "x" input_shape { dim: 4 dim: 3 dim: 2 }
+        layer { name: "r" type: "Reshape" bottom: "x" top: "r"
+                reshape_param { shape { dim: -1 dim: 2 } } }
+        layer { name: "f" type: "Flatten" bottom: "x" top: "f"
+                flatten_param { axis: 0 end_axis: 1 } }
+    ''')
+    x = np.arange(7 * 6, dtype="float32").reshape(7, 3, 2)
+    got = model({"x": x})
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["r"]), x.reshape(-1, 2))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["f"]), x.reshape(21, 2))
