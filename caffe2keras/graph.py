@@ -228,14 +228,94 @@ def attach_weights(g: Graph, weights: CaffeModel):
 
 
 def _note_pool_rounding(g: Graph, weights: CaffeModel):
-    """Pooling field 13 is round_mode (BVLC enum, CEIL=0) or ceil_mode (fork bool, true=1).
-    Record what the weights file says, read both ways, for inspect to report."""
+    """Pooling field 13 is BVLC's round_mode (enum: CEIL=0, FLOOR=1) or, in forks,
+    ceil_mode (bool: true=1), so a weights file that stores it can mean either rounding.
+    Where the two roundings give this layer different sizes, find which one the weights
+    fit (a later InnerProduct's weight count, a Concat or Eltwise...) and tell inspect
+    which reading the file means; the prototxt's own field decides what is converted."""
+    from .net import Layer
+    from .proto.message import Message
+    from .shapes import pool_geometry, pooled_size, pooling_rounds_up
+
+    def with_rounding(layer, up):
+        pool = Message("PoolingParameter")
+        for k, v in layer.param("pooling_param")._values.items():
+            if k not in ("round_mode", "ceil_mode"):
+                pool.set(k, v)
+        pool.set("ceil_mode", up)
+        params = Message(layer.params._mtype.name)
+        for k, v in layer.params._values.items():
+            params.set(k, v)
+        params.set("pooling_param", pool)
+        return Layer(layer.name, layer.type, layer.bottoms, layer.tops, params,
+                     layer.position)
+
+    def misfit(changed, up):
+        """Why the weights would not fit with ``changed`` rounding ``up``; None if they do."""
+        shapes = {v: g.values[v].shape for v in g.inputs}
+        for n in g.nodes:
+            ins = [shapes.get(v) for v in n.inputs]
+            if n.type not in SHAPE_FUNCTIONS or any(s is None for s in ins):
+                continue
+            try:
+                tops, params = infer(with_rounding(n.layer, up) if n is changed else n.layer,
+                                     ins)
+            except CaffeFormatError as e:
+                return f"layer '{n.name}' would fail ({e.detail})"
+            shapes.update(zip(n.outputs, (tuple(t) for t in tops)))
+            lw = weights.layers.get(n.name)
+            for b, want in zip(lw.blobs if lw else (), params):
+                if not (tuple(b.shape) == tuple(want) or math.prod(want) == math.prod(
+                        b.shape) == 1 or (b.legacy and _legacy_matches(b.shape, want))):
+                    return (f"the weights of '{n.name}' {list(b.shape)} would not fit "
+                            f"(it would need {list(want)})")
+        return None
+
+    def rounds(up):
+        return "up" if up else "down"
+
+    entries = {}
+    for lw in weights.all_layers:
+        entries.setdefault(lw.name, lw)
     for node in g.nodes:
-        lw = weights.layers.get(node.name) or next(
-            (x for x in weights.all_layers if x.name == node.name), None)
+        lw = entries.get(node.name)
         if node.type != "Pooling" or lw is None or lw.pool_field13 is None:
             continue
-        g.notes.append((node.name, lw.pool_field13))
+        raw = int(lw.pool_field13)
+        bvlc = f"BVLC round_mode: {'FLOOR' if raw == 1 else 'CEIL'}"
+        fork = f"fork ceil_mode: {'false' if raw == 0 else 'true'}"
+        bvlc_up, fork_up = raw != 1, raw != 0
+        p = node.layer.param("pooling_param")
+        up = pooling_rounds_up(node.layer)
+        said = ("ceil_mode: " + str(bool(p.ceil_mode)).lower() if p.has("ceil_mode") else
+                f"round_mode: {p.round_mode}" if p.has("round_mode") else
+                "no rounding field, so Caffe's default")
+        head = f"pooling field 13 in the weights is {raw}"
+        shape = g.values[node.inputs[0]].shape if node.inputs else None
+        if shape is None or len(shape) != 4:
+            continue
+        k, s, pad, _ = pool_geometry(node.layer, shape)
+        sizes = {u: tuple(pooled_size(shape[2 + i], k[i], s[i], pad[i], u) for i in (0, 1))
+                 for u in (True, False)}
+        if sizes[True] == sizes[False]:
+            g.notes.append((node.name, (
+                f"{head} ({bvlc}, or {fork}); both round to {sizes[up][0]}x"
+                f"{sizes[up][1]} here, so it makes no difference")))
+            continue
+        why = misfit(node, not up)
+        if why is None:
+            g.notes.append((node.name, (
+                f"{head}: {bvlc} (rounds {rounds(bvlc_up)}) or {fork} (rounds "
+                f"{rounds(fork_up)}); the weights fit either, so the prototxt's rounding "
+                f"is used ({said}: {rounds(up)}, {sizes[up][0]}x{sizes[up][1]}); if the net "
+                f"was trained the other way, say so in the prototxt")))
+            continue
+        meant, other = (fork, bvlc) if fork_up == up else (bvlc, fork)
+        g.notes.append((node.name, (
+            f"{head}, which here means {meant}: rounding {rounds(up)} "
+            f"({sizes[up][0]}x{sizes[up][1]}), as the prototxt says ({said}); read as "
+            f"{other} it would round {rounds(not up)} ({sizes[not up][0]}x"
+            f"{sizes[not up][1]}) and {why}")))
 
 
 def _fmt_shapes(shapes):

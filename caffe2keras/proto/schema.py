@@ -380,8 +380,11 @@ message ReLUParameter
   1 negative_slope float = 0
   2 engine Engine = DEFAULT
 
+# Forks' ReLU6: min(max(x, 0) + negative_slope * min(x, 0), threshold); threshold is
+# brocolli-caffe's, negative_slope the MobileNet-v2 forks' (both in brocolli).
 message ReLU6Parameter
-  1 n float = 6
+  1 negative_slope float = 0
+  2 threshold float = 6
 
 message ReshapeParameter
   1 shape BlobShape
