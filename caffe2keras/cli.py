@@ -37,14 +37,24 @@ def main(argv=None) -> int:
     try:
         return modules[args.command].run(args)
     except CaffeFormatError as e:
-        print(f"caffe2keras: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(e)
     except KeyError as e:  # unknown blob names and the like, raised with a full sentence
-        print(f"caffe2keras: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 1
+        return _fail(e.args[0] if e.args else e)
+    except OSError as e:  # unreadable input, unwritable output, disk full
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}")
+    except MemoryError:
+        return _fail("out of memory")
     except KeyboardInterrupt:
         print("caffe2keras: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(message) -> int:
+    """One line on stderr (newlines inside names shown escaped), exit status 1."""
+    text = str(message).replace("\r", "\\r").replace("\n", "\\n")
+    print(f"caffe2keras: error: {text}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

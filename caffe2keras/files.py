@@ -35,8 +35,11 @@ def looks_binary(head: bytes) -> bool:
         return True
     try:
         head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return e.start < len(head) - 4  # a multi-byte char cut by the sample is fine
+    except UnicodeDecodeError:
+        # not UTF-8: Latin-1 comments in an old prototxt are a few such bytes; data
+        # would be mostly such bytes
+        high = len(head) - len(head.translate(None, bytes(range(128, 256))))
+        return high > len(head) // 4
     return False
 
 
@@ -100,9 +103,13 @@ def atomic_output(path, suffix=None):
     os.close(fd)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it a normal file's mode
+        try:  # replacing a file keeps its mode; a new file gets a normal file's mode
+            mode = dest.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)  # (reading the umask means setting it)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)  # mkstemp made it private
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -82,7 +82,7 @@ class CaffeNetWriter:
         for blob, shape in net.inputs.items():
             w.input(blob, shape, style)
         skip = {"name", "type", "bottom", "top", "blobs"}
-        target = MESSAGES["LayerParameter"].by_name
+        target = set(MESSAGES["LayerParameter"].by_name) | {"blobs_lr", "weight_decay"}
         for lay in net.layers:
             fields = {k: v for k, v in message_dict(lay.params).items()
                       if k not in skip and k in target}
@@ -145,14 +145,31 @@ class CaffeNetWriter:
 
     def _layer_dict(self, name, type_, fields, blobs, fmt, blob_opts):
         d = {"name": name}
+        fields = dict(fields)
         if fmt == "V2":
             d["type"] = type_
+            # V1's per-blob learning settings, upgraded as Caffe's UpgradeV1LayerParameter
+            lr, decay = fields.pop("blobs_lr", []), fields.pop("weight_decay", [])
+            if (lr or decay) and "param" not in fields:
+                fields["param"] = [
+                    {**({"lr_mult": lr[i]} if i < len(lr) else {}),
+                     **({"decay_mult": decay[i]} if i < len(decay) else {})}
+                    for i in range(max(len(lr), len(decay)))]
             d.update(fields)
             type_name = "LayerParameter"
         elif fmt == "V1":
             if type_ not in _V1_TYPES:
                 raise ValueError(f"layer '{name}': type {type_!r} has no V1 enum value")
             d["type"] = _V1_TYPES[type_]
+            specs = fields.pop("param", [])
+            if specs and not any(k in fields for k in ("blobs_lr", "weight_decay")):
+                if any(isinstance(p, dict) and set(p) - {"lr_mult", "decay_mult"}
+                       for p in specs):
+                    raise ValueError(f"layer '{name}': V1 files keep only lr_mult and "
+                                     f"decay_mult of a param spec")
+                for v1_name, v2_name in (("blobs_lr", "lr_mult"), ("weight_decay", "decay_mult")):
+                    if any(v2_name in p for p in specs):
+                        fields[v1_name] = [p.get(v2_name, 1.0) for p in specs]
             d.update(fields)
             type_name = "V1LayerParameter"
         else:  # V0 (weights only): the old layer{} inside layers{}, name/type/blobs
