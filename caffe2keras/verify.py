@@ -1,0 +1,637 @@
+"""Check a converted model blob by blob against a Caffe runtime.
+
+References: OpenCV's dnn module (``cv2.dnn.readNetFromCaffe``, opencv-python-headless
+< 5; OpenCV 5 dropped the Caffe importer), pycaffe (in this Python, or another one given
+as ``caffe_python``), or a .npz of blobs dumped from Caffe (``caffe2keras dump-reference``).
+
+OpenCV is not Caffe. Run with layer fusion and Winograd off (fused-away blobs come back as
+garbage otherwise) it matches Caffe on the conformance suite except where its importer
+deviates; those deviations are named per net (``opencv_deviations``) and the blobs they
+reach are reported as such, not as conversion errors.
+
+    report = verify("deploy.prototxt", "net.caffemodel", input="cat.jpg", reference="opencv",
+                    preprocessor=Preprocessor.from_net("deploy.prototxt", mean=[104, 117, 123]))
+    print(format_table(report)); report.ok
+"""
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CaffeFormatError
+
+RTOL = 1e-4      # the project's criterion: rtol 1e-4, atol 1e-4 * max(1, |ref|max)
+ATOL = 1e-4
+
+# Layer types OpenCV's Caffe importer cannot create (it fails on the whole net).
+OPENCV_MISSING_TYPES = {"Threshold", "ArgMax", "Bias"}
+
+
+class ReferenceUnavailable(RuntimeError):
+    """The chosen reference cannot run this net here (not installed, or lacks a layer)."""
+
+
+# --- the criterion --------------------------------------------------------------------
+
+def blob_errors(got, ref):
+    """(max abs err, max abs err / max(1, |ref|max), passes the criterion)."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if got.size == 0:
+        return 0.0, 0.0, True
+    scale = max(1.0, float(np.nanmax(np.abs(ref))) if np.isfinite(ref).any() else 1.0)
+    err = np.abs(got - ref)
+    same_nan = np.isnan(got) & np.isnan(ref)
+    err = np.where(same_nan, 0.0, err)
+    max_abs = float(np.nanmax(np.where(np.isnan(err), np.inf, err)))
+    ok = bool(np.all((err <= ATOL * scale + RTOL * np.abs(ref)) | same_nan))
+    return max_abs, max_abs / scale, ok
+
+
+# --- results --------------------------------------------------------------------------
+
+@dataclass
+class BlobCheck:
+    blob: str
+    layer: str            # Caffe layer that wrote the blob last ("" for inputs)
+    layer_type: str
+    shape: tuple          # ours, Caffe layout
+    ref_shape: tuple | None = None
+    ref_max: float = 0.0
+    max_abs: float | None = None
+    max_rel: float | None = None
+    status: str = "ok"    # ok | FAIL | deviation | missing | input
+    note: str = ""
+
+
+@dataclass
+class VerifyReport:
+    net: str
+    reference: str
+    input_desc: str
+    checks: list = field(default_factory=list)
+    deviations: dict = field(default_factory=dict)   # layer name -> reason
+    notes: list = field(default_factory=list)
+
+    @property
+    def failed(self):
+        return [c for c in self.checks if c.status in ("FAIL", "missing")]
+
+    @property
+    def ok(self):
+        return not self.failed
+
+    def counts(self):
+        out = {}
+        for c in self.checks:
+            out[c.status] = out.get(c.status, 0) + 1
+        return out
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+def _to_keras(a):
+    a = np.asarray(a)
+    return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
+
+
+def _to_caffe(a):
+    a = np.asarray(a)
+    return a.transpose(0, 3, 1, 2) if a.ndim == 4 else a
+
+
+def make_feed(graph, input=None, preprocessor=None, seed=0, reference_blobs=None):
+    """The Caffe input blobs (NCHW float32) and a description. ``input``: None (random
+    normal, or the input blobs a reference file holds), an image path/array (through
+    ``preprocessor``), or a .npz of input blobs. Also returns the raw image (RGB pixels at
+    the input size) when preprocessing ran, for a model with preprocessing layers."""
+    shapes = {b: graph.values[b].shape for b in graph.inputs}
+    raw = None
+    if input is None and reference_blobs is not None and all(b in reference_blobs
+                                                              for b in shapes):
+        feed = {b: np.asarray(reference_blobs[b], np.float32) for b in shapes}
+        return feed, "the input blobs stored in the reference file", None
+    if input is None:
+        rng = np.random.default_rng(seed)
+        feed = {b: rng.standard_normal(s).astype(np.float32) for b, s in shapes.items()}
+        return feed, f"random normal input (std 1, seed {seed})", None
+    if isinstance(input, (str, os.PathLike)) and str(input).endswith(".npz"):
+        data = np.load(input)
+        missing = [b for b in shapes if b not in data.files]
+        if missing:
+            raise CaffeFormatError(f"holds no blob for net input(s) {missing} (has "
+                                   f"{data.files})", path=input)
+        feed = {b: np.asarray(data[b], np.float32) for b in shapes}
+        for b, s in shapes.items():
+            if feed[b].shape[1:] != tuple(s[1:]):
+                raise CaffeFormatError(f"blob '{b}' has shape {list(feed[b].shape)}, the net "
+                                       f"takes {list(s)} (NCHW)", path=input)
+        return feed, f"input blobs from {input}", None
+    if preprocessor is None:
+        from .preprocess import Preprocessor
+        preprocessor = Preprocessor.from_net(graph.net.path)
+    raw = preprocessor.load(input)[None]
+    feed = {preprocessor.input_name: preprocessor.normalize(raw[0])[None]}
+    rng = np.random.default_rng(seed)
+    for b, s in shapes.items():
+        if b not in feed:
+            feed[b] = rng.standard_normal(s).astype(np.float32)
+    name = input if isinstance(input, (str, os.PathLike)) else "the image"
+    return feed, f"{name}, preprocessed: " + "; ".join(preprocessor.describe()), raw
+
+
+# --- our side -------------------------------------------------------------------------
+
+def run_ours(model, feed, raw=None, preprocessor=None):
+    """Every output of ``model`` (convert(..., outputs="all"), maybe preprocessing-wrapped)
+    in Caffe layout."""
+    x = {b: _to_keras(v) for b, v in feed.items()}
+    if raw is not None and preprocessor is not None:
+        x[preprocessor.input_name] = raw
+    if not isinstance(model.input, dict) or not isinstance(model.output, dict):
+        raise TypeError("verify needs a model from caffe2keras.convert(): inputs and "
+                         "outputs keyed by Caffe blob names")
+    out = model(x)
+    return {k: _to_caffe(np.asarray(v)) for k, v in out.items()}
+
+
+# --- references -----------------------------------------------------------------------
+
+def opencv_deviations(graph):
+    """{Caffe layer name: why OpenCV's result differs from Caffe's} for this net."""
+    out = {}
+    for node in graph.nodes:
+        lay = node.layer
+        if lay.type == "LRN":
+            p = lay.param("lrn_param")
+            if p.norm_region in ("ACROSS_CHANNELS", 0) and p.k != 1:
+                out[lay.name] = f"OpenCV's LRN ignores k (Caffe's k is {p.k:g}, OpenCV uses 1)"
+        elif lay.type == "InnerProduct" and lay.param("inner_product_param").transpose:
+            out[lay.name] = "OpenCV's InnerProduct ignores transpose: true"
+    return out
+
+
+def _opencv():
+    try:
+        import cv2
+    except ImportError:
+        raise ReferenceUnavailable(
+            "OpenCV is not installed: pip install 'caffe2keras[opencv]' "
+            "(opencv-python-headless<5)") from None
+    if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
+        raise ReferenceUnavailable(
+            f"OpenCV {cv2.__version__} has no Caffe importer (OpenCV 5 removed it): "
+            f"pip install 'opencv-python-headless>=4.8,<5'")
+    return cv2
+
+
+def run_opencv(graph, prototxt, caffemodel, feed):
+    """Every blob of the net as OpenCV's Caffe runtime computes it (Caffe layout)."""
+    cv2 = _opencv()
+    missing = [(n.name, n.type) for n in graph.nodes if n.type in OPENCV_MISSING_TYPES]
+    if missing:
+        listing = ", ".join(f"'{n}' ({t})" for n, t in missing)
+        raise ReferenceUnavailable(
+            f"OpenCV's Caffe importer has no {', '.join(sorted({t for _, t in missing}))} "
+            f"layer (this net has {listing}); use --reference pycaffe or a file from "
+            f"`caffe2keras dump-reference`")
+    try:
+        net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        net.enableFusion(False)          # fused-away layers' blobs would be garbage
+        if hasattr(net, "enableWinograd"):
+            net.enableWinograd(False)    # Winograd 3x3 convolutions are ~1e-3 off
+        for name, arr in feed.items():
+            net.setInput(np.ascontiguousarray(arr, np.float32), name)
+        wanted = {}
+        for blob in graph.blob_names():
+            producer = graph.values[graph.final(blob)].producer
+            if producer is not None:
+                wanted[blob] = (producer.name, producer.outputs.index(graph.final(blob)))
+        layers = list(dict.fromkeys(name for name, _ in wanted.values()))
+        multi = {n.name for n in graph.nodes if len(n.outputs) > 1}
+        single = [name for name in layers if name not in multi]
+        # OpenCV reuses the memory of a multi-output layer's later tops once their
+        # consumers ran, even when asked for them: fetch each such layer on its own run.
+        by_layer = dict(zip(single, net.forwardAndRetrieve(single))) if single else {}
+        for name in layers:
+            if name in multi:
+                by_layer[name] = net.forwardAndRetrieve([name])[0]
+    except cv2.error as e:
+        msg = str(e).strip().splitlines()[-1]
+        m = re.search(r"Can't create layer \"([^\"]*)\" of type \"([^\"]*)\"", msg)
+        if m:
+            raise ReferenceUnavailable(
+                f"OpenCV's Caffe importer cannot create layer '{m.group(1)}' of type "
+                f"{m.group(2)}; use --reference pycaffe or a dumped file") from None
+        raise ReferenceUnavailable(f"OpenCV failed on this net: {msg}") from None
+    result = {b: np.asarray(v, np.float32) for b, v in feed.items()}
+    for blob, (layer, i) in wanted.items():
+        got = by_layer.get(layer)
+        if got is not None and i < len(got):
+            result[blob] = np.asarray(got[i])
+    return result
+
+
+PYCAFFE_SCRIPT = r'''
+import os, re, sys
+os.environ.setdefault("GLOG_minloglevel", "2")
+import numpy as np
+import caffe
+caffe.set_mode_cpu()
+deploy, weights, inputs, out = sys.argv[1:5]
+net = caffe.Net(deploy, caffe.TEST, weights=weights)
+feed = np.load(inputs)
+for name in feed.files:
+    net.blobs[name].reshape(*feed[name].shape)
+    net.blobs[name].data[...] = feed[name]
+net.reshape()
+net.forward()
+np.savez(out, **{k: v.data for k, v in net.blobs.items() if not re.search(r"_split_\d+$", k)})
+'''
+
+
+def _pycaffe_importable():
+    try:
+        import caffe  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_pycaffe(prototxt, caffemodel, feed, python=None):
+    """Every blob after ``net.forward()`` in real Caffe, via pycaffe: in this Python if it
+    imports ``caffe``, else in ``python`` (an interpreter that does; its environment is
+    ours, so set PYTHONPATH/LD_LIBRARY_PATH for it)."""
+    if python is None and not _pycaffe_importable():
+        raise ReferenceUnavailable(
+            "pycaffe is not importable in this Python; give --caffe-python PYTHON (one that "
+            "can `import caffe`), or run `caffe2keras dump-reference` where Caffe is "
+            "installed and pass the file with --reference FILE.npz")
+    with tempfile.TemporaryDirectory(prefix="caffe2keras-ref-") as tmp:
+        inputs = Path(tmp) / "inputs.npz"
+        out = Path(tmp) / "blobs.npz"
+        np.savez(inputs, **feed)
+        cmd = [python or sys.executable, "-c", PYCAFFE_SCRIPT, str(prototxt),
+               str(caffemodel), str(inputs), str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise ReferenceUnavailable(f"pycaffe ({cmd[0]}) failed: {' | '.join(tail)}")
+        with np.load(out) as data:
+            return {k: data[k] for k in data.files}
+
+
+def load_reference_file(path):
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise CaffeFormatError("no such reference file", path=path) from None
+    except (OSError, ValueError) as e:
+        raise CaffeFormatError(f"cannot read as a .npz of blobs: {e}", path=path) from None
+
+
+# --- comparing ------------------------------------------------------------------------
+
+def _detections(a):
+    """Valid rows of a DetectionOutput blob: Caffe (1, 1, n, 7), OpenCV (1, 1, keep_top_k,
+    7) zero-padded, ours (batch, rows, 7) -1-padded."""
+    rows = np.asarray(a).reshape(-1, 7)
+    return rows[(rows[:, 0] >= 0) & (rows[:, 2] > 0)]
+
+
+def _tainted(graph, deviations):
+    """Value ids that a deviating layer computes or feeds."""
+    bad = set()
+    for node in graph.nodes:
+        if node.name in deviations or any(v in bad for v in node.inputs):
+            bad.update(node.outputs)
+    return bad
+
+
+def _origin(graph, deviations, blob):
+    """The first deviating layer upstream of ``blob``'s final value."""
+    vid = graph.final(blob)
+    seen, stack = set(), [vid]
+    found = []
+    while stack:
+        v = stack.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        node = graph.values[v].producer
+        if node is None:
+            continue
+        if node.name in deviations:
+            found.append(node.name)
+        stack.extend(node.inputs)
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    return min(found, key=order.get) if found else None
+
+
+def compare(graph, ours, ref, deviations=None):
+    """BlobChecks for every blob of the net, in graph order."""
+    deviations = deviations or {}
+    tainted = _tainted(graph, deviations)
+    order = list(graph.inputs)
+    for node in graph.nodes:
+        order += [graph.values[v].blob for v in node.outputs]
+    blobs = [b for b in dict.fromkeys(order) if b in graph.versions]
+    checks = []
+    for blob in blobs:
+        producer = graph.values[graph.final(blob)].producer
+        c = BlobCheck(blob, producer.name if producer else "",
+                      producer.type if producer else "Input", ())
+        checks.append(c)
+        if blob not in ours:
+            c.status, c.note = "missing", "not an output of the converted model"
+            continue
+        got = ours[blob]
+        c.shape = tuple(got.shape)
+        if blob not in ref:
+            c.status, c.note = "missing", "the reference has no such blob"
+            continue
+        r = np.asarray(ref[blob])
+        c.ref_shape = tuple(r.shape)
+        if producer is not None and producer.type == "DetectionOutput":
+            got, r = _detections(got), _detections(r)
+            c.note = f"{len(r)} detections compared"
+            if got.shape != r.shape:
+                c.status = "FAIL"
+                c.note = f"{len(got)} detections, the reference has {len(r)}"
+                continue
+        elif got.shape != r.shape:
+            if got.size == r.size and r.shape[0] == got.shape[0]:
+                r = r.reshape(got.shape)   # OpenCV drops or adds unit axes
+                c.note = f"reference shape {list(c.ref_shape)} reshaped"
+            else:
+                c.status = "FAIL"
+                c.note = f"shape {list(got.shape)}, the reference has {list(r.shape)}"
+                if graph.final(blob) in tainted:
+                    c.status = "deviation"
+                    c.note += f" (reference deviates: {deviations[_origin(graph, deviations, blob)]})"
+                continue
+        c.ref_max = float(np.abs(r).max()) if r.size else 0.0
+        c.max_abs, c.max_rel, ok = blob_errors(got, r)
+        if producer is None:
+            c.status = "input" if ok else "FAIL"
+            if not ok:
+                c.note = "the model's preprocessing layers disagree with the numpy pipeline"
+            continue
+        if ok:
+            c.status = "ok"
+        elif graph.final(blob) in tainted:
+            origin = _origin(graph, deviations, blob)
+            c.status = "deviation"
+            c.note = (f"layer '{origin}': {deviations[origin]}" if origin == producer.name
+                      else f"downstream of layer '{origin}'")
+        else:
+            c.status = "FAIL"
+    return checks
+
+
+# --- the whole check ------------------------------------------------------------------
+
+def verify(prototxt, caffemodel, input=None, reference="opencv", preprocessor=None,
+           input_shapes=None, seed=0, model=None, caffe_python=None):
+    """Run the converted model and a reference on the same input; compare every blob.
+
+    reference:    "opencv", "pycaffe", or a .npz path of Caffe blobs (NCHW).
+    input:        None, an image (preprocessed with ``preprocessor``), or a .npz of inputs.
+    model:        a model from convert(..., outputs="all") to check instead of converting
+                  (it may carry preprocessing layers from ``preprocessor.wrap``).
+    """
+    import warnings
+
+    from .graph import load_graph
+
+    if caffemodel is None:
+        raise CaffeFormatError("verify needs the .caffemodel: both sides must use the "
+                               "same weights", path=prototxt)
+    graph = load_graph(prototxt, caffemodel, input_shapes=input_shapes)
+    ref_blobs = None
+    if reference not in ("opencv", "pycaffe"):
+        ref_blobs = load_reference_file(reference)
+    feed, input_desc, raw = make_feed(graph, input, preprocessor, seed, ref_blobs)
+    if model is None:
+        from .emit.builder import build_model
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_model(graph, outputs="all", with_weights=True)
+    wrapped = raw is not None and preprocessor is not None and _has_preprocessing(model)
+    ours = run_ours(model, feed, raw if wrapped else None, preprocessor)
+    deviations = {}
+    if reference == "opencv":
+        ref = run_opencv(graph, prototxt, caffemodel, feed)
+        deviations = opencv_deviations(graph)
+        ref_name = f"OpenCV {_opencv().__version__} dnn (Caffe importer; fusion and " \
+                   f"Winograd off)"
+    elif reference == "pycaffe":
+        ref = run_pycaffe(prototxt, caffemodel, feed, caffe_python)
+        ref_name = "pycaffe (real Caffe)"
+    else:
+        ref = ref_blobs
+        ref_name = f"blobs in {reference}"
+        bad = [b for b in graph.inputs if b in ref and (
+            ref[b].shape != feed[b].shape or not np.allclose(ref[b], feed[b], 1e-5, 1e-5))]
+        if bad:
+            raise CaffeFormatError(
+                f"input blob(s) {bad} differ from the input the reference was computed "
+                f"on; give that input with --input (or leave --input out to use it)",
+                path=reference)
+    report = VerifyReport(graph.net.name or Path(prototxt).stem, ref_name, input_desc,
+                          compare(graph, ours, ref, deviations), deviations)
+    if wrapped:
+        report.notes.append("the converted model includes the preprocessing layers; its "
+                            "input blob is checked against the numpy pipeline")
+    return report
+
+
+def _has_preprocessing(model):
+    from .emit.layers.preprocess import ChannelReorder, MeanSubtraction
+    return any(isinstance(layer, (ChannelReorder, MeanSubtraction)) or
+               layer.name.endswith(("_raw_scale", "_input_scale")) for layer in model.layers)
+
+
+# --- output ---------------------------------------------------------------------------
+
+def _fmt(v, spec=".2e"):
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(report, limit=None):
+    """The per-blob table and a summary, as text."""
+    rows = [("blob", "layer type", "shape", "max|ref|", "max abs err", "rel err", "result")]
+    shown = report.checks if limit is None else report.checks[:limit]
+    for c in shown:
+        shape = "x".join(str(d) for d in c.shape) if c.shape else "-"
+        result = {"ok": "ok", "input": "ok (input)"}.get(c.status, c.status)
+        if c.note:
+            result += f"  {c.note}"
+        rows.append((c.blob, c.layer_type, shape, _fmt(c.ref_max, ".3g"), _fmt(c.max_abs),
+                     _fmt(c.max_rel), result))
+    widths = [min(max(len(r[i]) for r in rows), 40) for i in range(6)]
+    lines = [f"{report.net}: our Keras model vs {report.reference}",
+             f"input: {report.input_desc}",
+             (f"criterion: |ours - ref| <= {ATOL:g} * max(1, |ref|max) + {RTOL:g} * |ref| "
+             f"(rel err = max abs err / max(1, |ref|max))"), ""]
+    for r in rows:
+        lines.append("  ".join(r[i][:40].ljust(widths[i]) for i in range(6)) + "  " + r[6])
+    if limit is not None and len(report.checks) > limit:
+        lines.append(f"... {len(report.checks) - limit} more blobs")
+    lines += ["", summary(report)]
+    return "\n".join(lines)
+
+
+def summary(report):
+    n = report.counts()
+    total = len(report.checks)
+    agree = n.get("ok", 0) + n.get("input", 0)
+    worst = max((c.max_rel for c in report.checks if c.status in ("ok", "input")
+                 and c.max_rel is not None), default=0.0)
+    text = f"{agree}/{total} blobs agree (worst rel err {worst:.2e})"
+    if n.get("deviation"):
+        origins = ", ".join(f"'{k}': {v}" for k, v in report.deviations.items())
+        text += (f"; {n['deviation']} differ only where the reference is known to deviate "
+                 f"from Caffe ({origins}) - not a conversion error; check those with "
+                 f"--reference pycaffe or a dumped file")
+    bad = report.failed
+    if bad:
+        first = bad[0]
+        text += (f"; {len(bad)} FAIL, first at blob '{first.blob}' (layer '{first.layer}', "
+                 f"{first.layer_type}): {first.note or f'rel err {_fmt(first.max_rel)}'}")
+    for note in report.notes:
+        text += f"\nnote: {note}"
+    return text
+
+
+_COLOURS = {"ok": "#2a9d4b", "input": "#2a9d4b", "deviation": "#e09b1a", "FAIL": "#d62828",
+            "missing": "#d62828"}
+
+
+def _plot_points(report):
+    pts = []
+    for i, c in enumerate(report.checks):
+        v = c.max_rel if c.max_rel is not None else None
+        y = -12.0 if v is None or v <= 0 else max(-12.0, math.log10(v))
+        if c.status in ("FAIL", "missing") and v is None:
+            y = 0.0
+        pts.append((i, y, c))
+    return pts
+
+
+def write_report(report, path):
+    """An HTML page (table + SVG plot of the error per layer) or a PNG plot."""
+    from .files import atomic_output
+
+    path = str(path)
+    if path.endswith(".png"):
+        with atomic_output(path, suffix=".png") as tmp:
+            _png(report, tmp)
+    elif path.endswith((".html", ".htm")):
+        with atomic_output(path, suffix=".html") as tmp:
+            Path(tmp).write_text(_html(report), encoding="utf-8")
+    else:
+        raise CaffeFormatError("report must end in .html or .png", path=path)
+    return path
+
+
+def _geometry(n):
+    width = max(640, min(2400, 40 + 8 * n))
+    return width, 360, 60, 20, 30, 40   # width, height, left, right, top, bottom
+
+
+def _y_of(y, top, plot_h):
+    return top + (0 - y) / 12.0 * plot_h     # 1e0 at the top, 1e-12 at the bottom
+
+
+def _svg(report):
+    pts = _plot_points(report)
+    width, height, left, right, top, bottom = _geometry(len(pts))
+    plot_w, plot_h = width - left - right, height - top - bottom
+    step = plot_w / max(1, len(pts))
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="11">'),
+           (f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" '
+           f'stroke="#ccc"/>')]
+    for e in range(0, -13, -2):
+        y = _y_of(e, top, plot_h)
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
+                   f'stroke="#e4e4e4"/><text x="{left - 6}" y="{y + 4:.1f}" '
+                   f'text-anchor="end">1e{e}</text>')
+    y = _y_of(math.log10(ATOL), top, plot_h)
+    out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
+               f'stroke="#d62828" stroke-dasharray="4 3"/><text x="{width - right - 4}" '
+               f'y="{y - 4:.1f}" text-anchor="end" fill="#d62828">tolerance</text>')
+    for i, yv, c in pts:
+        x = left + (i + 0.5) * step
+        title = html.escape(f"{c.blob} ({c.layer_type}): rel err {_fmt(c.max_rel)} {c.status}"
+                            f" {c.note}")
+        out.append(f'<circle cx="{x:.1f}" cy="{_y_of(yv, top, plot_h):.1f}" r="3" '
+                   f'fill="{_COLOURS.get(c.status, "#555")}"><title>{title}</title></circle>')
+    out.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">blobs in '
+               f'net order ({len(pts)})</text>')
+    out.append(f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 14 {top + plot_h / 2})">max abs err / max(1, |ref|max)'
+               f'</text></svg>')
+    return "\n".join(out)
+
+
+def _html(report):
+    rows = []
+    for c in report.checks:
+        colour = _COLOURS.get(c.status, "#555")
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            c.blob, c.layer, c.layer_type, "x".join(map(str, c.shape)), _fmt(c.ref_max, ".3g"),
+            _fmt(c.max_abs), _fmt(c.max_rel))) +
+            f'<td style="color:{colour}">{html.escape(c.status)}</td>'
+            f"<td>{html.escape(c.note)}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("blob", "layer", "type", "shape", "max|ref|",
+                                               "max abs err", "rel err", "result", "note"))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>caffe2keras verify: "
+            f"{html.escape(report.net)}</title><style>body{{font-family:sans-serif;margin:2em}}"
+            f"table{{border-collapse:collapse;font-size:12px}}td,th{{border-bottom:1px solid "
+            f"#ddd;padding:2px 8px;text-align:left}}</style></head><body>"
+            f"<h1>{html.escape(report.net)}: Keras vs {html.escape(report.reference)}</h1>"
+            f"<p>input: {html.escape(report.input_desc)}</p>"
+            f"<p><b>{html.escape(summary(report))}</b></p>{_svg(report)}"
+            f"<table><tr>{head}</tr>{''.join(rows)}</table></body></html>")
+
+
+def _png(report, path):
+    from PIL import Image, ImageDraw
+
+    pts = _plot_points(report)
+    width, height, left, right, top, bottom = _geometry(len(pts))
+    plot_w, plot_h = width - left - right, height - top - bottom
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    d.rectangle([left, top, width - right, top + plot_h], fill="#fafafa", outline="#cccccc")
+    for e in range(0, -13, -2):
+        y = _y_of(e, top, plot_h)
+        d.line([left, y, width - right, y], fill="#e4e4e4")
+        d.text((4, y - 6), f"1e{e}", fill="black")
+    y = _y_of(math.log10(ATOL), top, plot_h)
+    for x in range(left, width - right, 8):
+        d.line([x, y, min(x + 4, width - right), y], fill="#d62828")
+    d.text((width - right - 60, y - 14), "tolerance", fill="#d62828")
+    step = plot_w / max(1, len(pts))
+    for i, yv, c in pts:
+        x = left + (i + 0.5) * step
+        yy = _y_of(yv, top, plot_h)
+        d.ellipse([x - 3, yy - 3, x + 3, yy + 3], fill=_COLOURS.get(c.status, "#555555"))
+    d.text((left, 8), f"{report.net}: max abs err / max(1, |ref|max) per blob vs "
+                      f"{report.reference}", fill="black")
+    d.text((left, height - 20), summary(report).splitlines()[0][:int(width / 6)], fill="black")
+    img.save(path, format="PNG")
