@@ -176,11 +176,33 @@ def _generic_value(toks, depth):
         tok = toks.peek()
     if tok is not None and tok[1] in ("{", "<"):
         return _generic_message(toks, depth + 1)
+    if tok is not None and tok[1] == "[":  # a list: [1, 2] or [{...}, {...}]
+        toks.next("[")
+        items = []
+        while True:
+            nxt = toks.peek()
+            if nxt is not None and nxt[1] == "]" and not items:
+                toks.next("]")
+                return items
+            if nxt is not None and nxt[1] in ("{", "<"):
+                items.append(_generic_message(toks, depth + 1))
+            else:
+                items.append(_generic_scalar(toks))
+            sep = toks.next("',' or ']'")
+            if sep[1] == "]":
+                return items
+            if sep[1] != ",":
+                raise toks.error(f"expected ',' or ']', found {_clip(sep[1])}", sep[2], sep[3])
+    return _generic_scalar(toks)
+
+
+def _generic_scalar(toks):
     tok = toks.next("a value")
     if tok[0] == "punct":
         raise toks.error(f"expected a value, found {tok[1]!r}", tok[2], tok[3])
-    if tok[1] == "[":
-        raise toks.error("list values are not supported here", tok[2], tok[3])
+    if tok[0] == "string":  # adjacent strings are one value
+        while (nxt := toks.peek()) is not None and nxt[0] == "string":
+            toks.next("string")
     return tok[1]
 
 

@@ -7,6 +7,8 @@ structure, and no weight byte is copied until a converter needs it.
 """
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from ..errors import CaffeFormatError
@@ -18,6 +20,7 @@ _WIRE_OF = {"int32": VARINT, "int64": VARINT, "uint32": VARINT, "uint64": VARINT
             "bool": VARINT, "enum": VARINT, "float": FIXED32, "double": FIXED64,
             "string": LEN, "bytes": LEN, "message": LEN}
 _NP = {"float": np.dtype("<f4"), "double": np.dtype("<f8")}
+_STRUCT = {"float": struct.Struct("<f"), "double": struct.Struct("<d")}
 _MASK64 = (1 << 64) - 1
 _LAYER_TYPES = {"LayerParameter", "V1LayerParameter", "V0LayerParameter"}
 
@@ -110,11 +113,7 @@ class Decoder:
             kind = f.kind
             expected = _WIRE_OF[kind]
             if wire == LEN and expected != LEN and f.repeated:  # packed repeated scalars
-                n, pos = self.varint(pos, end)
-                stop = pos + n
-                if stop > end:
-                    raise self.error(f"'{f.name}' ({type_name}) claims {n} bytes but only "
-                                     f"{end - pos} remain (file truncated or corrupted)", pos)
+                n, pos, stop = self.length(pos, end, f"'{f.name}' ({type_name})")
                 if kind in _NP:
                     dt = _NP[kind]
                     if n % dt.itemsize:
@@ -137,19 +136,23 @@ class Decoder:
                 pos = self.skip(wire, pos, end, number)
                 continue
             if kind == "message":
-                n, pos = self.varint(pos, end)
-                stop = pos + n
-                if stop > end:
-                    raise self.error(f"'{f.name}' ({type_name}) claims {n} bytes but only "
-                                     f"{end - pos} remain (file truncated or corrupted)", pos)
+                n, pos, stop = self.length(pos, end, f"'{f.name}' ({type_name})")
                 value = self.message(f.type, pos, stop)
                 pos = stop
             elif f.repeated and kind in _NP:
                 pos, value = self.unpacked_run(f, kind, tag, pos, end)
-                chunks.setdefault(f.name, []).append(value)
+                parts = chunks.setdefault(f.name, [])
+                if isinstance(value, float):  # a lone value: gather, convert once at the end
+                    if parts and isinstance(parts[-1], list):
+                        parts[-1].append(value)
+                    else:
+                        parts.append([value])
+                else:
+                    parts.append(value)
                 continue
             else:
-                value, pos = self.scalar(kind, wire, pos, end, number, f)
+                value, pos = self.scalar(kind, wire, pos, end, number, f,
+                                         f"'{f.name}' ({type_name})")
                 if is_layer and f.name == "name":
                     self.layer = value
             if f.repeated:
@@ -158,20 +161,34 @@ class Decoder:
                 msg._values[f.name] = value
         if pos != end:
             raise self.error(f"{type_name} overruns its length by {pos - end} bytes", end)
-        for name, arrays in chunks.items():
-            msg._values[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        for name, parts in chunks.items():
+            dt = _NP[msg._mtype.by_name[name].kind]
+            parts = [np.array(x, dt) if isinstance(x, list) else x for x in parts]
+            msg._values[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if is_layer:
             self.layer = outer
         return msg
 
+    def length(self, pos, end, what):
+        """A length prefix at ``pos``: (n, start, stop), checked against ``end``."""
+        n, start = self.varint(pos, end)
+        if start + n > end:
+            raise self.error(f"{what} claims {n} bytes but only {end - start} remain "
+                             f"(file truncated or corrupted)", pos)
+        return n, start, start + n
+
     def unpacked_run(self, f, kind, tag, pos, end):
         """A run of non-packed float/double entries (tag, value, tag, value...), read as
-        one strided copy rather than value by value."""
+        one strided copy rather than value by value; a lone value as a Python float."""
         dt = _NP[kind]
         size = dt.itemsize
         if pos + size > end:
             raise self.error(f"'{f.name}' value runs past the end of its message", pos)
-        tag_bytes = np.frombuffer(_encode_varint(tag), np.uint8)
+        raw_tag = _encode_varint(tag)
+        nxt = pos + size
+        if self.buf[nxt:nxt + len(raw_tag)] != raw_tag or nxt + len(raw_tag) + size > end:
+            return nxt, _STRUCT[kind].unpack_from(self.buf, pos)[0]
+        tag_bytes = np.frombuffer(raw_tag, np.uint8)
         step = len(tag_bytes) + size
         # entries after the first: check the tags in growing blocks (work stays
         # proportional to the run, however the run ends)
@@ -195,7 +212,7 @@ class Decoder:
         rows = np.lib.stride_tricks.as_strided(raw, shape=(count, size), strides=(step, 1))
         return nxt, np.ascontiguousarray(rows).view(dt).reshape(count)
 
-    def scalar(self, kind, wire, pos, end, number, f=None):
+    def scalar(self, kind, wire, pos, end, number, f=None, what=None):
         if wire == VARINT:
             v, pos = self.varint(pos, end)
             v &= _MASK64  # protobuf keeps the low 64 bits of an over-long varint
@@ -211,19 +228,17 @@ class Decoder:
             elif kind == "bool":
                 v = bool(v)
             return v, pos
+        what = what or f"field {number}"
         if wire == FIXED32:
             if pos + 4 > end:
-                raise self.error(f"field {number} runs past the end of its message", pos)
-            return float(np.frombuffer(self.buf, "<f4", 1, pos)[0]), pos + 4
+                raise self.error(f"{what} runs past the end of its message", pos)
+            return _STRUCT["float"].unpack_from(self.buf, pos)[0], pos + 4
         if wire == FIXED64:
             if pos + 8 > end:
-                raise self.error(f"field {number} runs past the end of its message", pos)
-            return float(np.frombuffer(self.buf, "<f8", 1, pos)[0]), pos + 8
+                raise self.error(f"{what} runs past the end of its message", pos)
+            return _STRUCT["double"].unpack_from(self.buf, pos)[0], pos + 8
         if wire == LEN:
-            n, pos = self.varint(pos, end)
-            if pos + n > end:
-                raise self.error(f"field {number} claims {n} bytes but only {end - pos} remain "
-                                 f"(file truncated or corrupted)", pos)
+            n, pos, _ = self.length(pos, end, what)
             raw = bytes(self.buf[pos:pos + n])
             if kind == "string":
                 return raw.decode("utf-8", errors="replace"), pos + n
