@@ -78,31 +78,31 @@ input: "g" input_shape { dim: 1 dim: 6 dim: 1 dim: 1 }
 '''
 
 
+def _layer(type_, params="", bottom="x", tops=("y",)):
+    bottoms = (bottom,) if isinstance(bottom, str) else bottom
+    ends = [f'bottom: "{b}"' for b in bottoms] + [f'top: "{t}"' for t in tops]
+    return f'layer {{ name: "l" type: "{type_}" {" ".join(ends)} {params} }}'
+
+
 @pytest.mark.parametrize("body,count", [
-    ('layer { name: "c" type: "Concat" bottom: "x" bottom: "x" top: "c" }', 0),
-    ('layer { name: "c" type: "Concat" bottom: "x" bottom: "x" top: "c" '
-     'concat_param { axis: 3 } }', 0),
-    ('layer { name: "s" type: "Softmax" bottom: "x" top: "s" }', 0),
-    ('layer { name: "s" type: "Softmax" bottom: "x" top: "s" softmax_param { axis: 2 } }', 0),
-    ('layer { name: "s" type: "Slice" bottom: "x" top: "a" top: "b" }', 0),
-    ('layer { name: "a" type: "ArgMax" bottom: "x" top: "a" argmax_param { axis: 1 } }', 0),
-    ('layer { name: "r" type: "Reduction" bottom: "x" top: "r" '
-     'reduction_param { axis: 2 } }', 0),
-    ('layer { name: "t" type: "Tile" bottom: "x" top: "t" tile_param { tiles: 2 } }', 0),
-    ('layer { name: "f" type: "Flatten" bottom: "g" top: "f" }', 0),       # 1x1 maps
-    ('layer { name: "r" type: "Reshape" bottom: "x" top: "r" '
-     'reshape_param { shape { dim: 0 dim: 0 dim: 2 dim: -1 } } }', 0),     # same channels
-    ('layer { name: "r" type: "Reshape" bottom: "g" top: "r" '
-     'reshape_param { shape { dim: 0 dim: 1 dim: 2 dim: 3 } } }', 0),     # one channel
-    ('layer { name: "f" type: "Flatten" bottom: "x" top: "f" }', 1),
-    ('layer { name: "p" type: "Permute" bottom: "x" top: "p" '
-     'permute_param { order: 0 order: 2 order: 3 order: 1 } }', 1),
-    ('layer { name: "p" type: "Permute" bottom: "x" top: "p" '
-     'permute_param { order: 0 order: 1 order: 2 order: 3 } }', 0),
-    ('layer { name: "r" type: "Reduction" bottom: "x" top: "r" '
-     'reduction_param { axis: 3 } }', 1),                                  # (N, C, H) out
-    ('layer { name: "r" type: "Reshape" bottom: "x" top: "r" '
-     'reshape_param { shape { dim: 0 dim: 3 dim: 2 dim: -1 } } }', 2),    # channels regroup
+    (_layer("Concat", "concat_param { axis: 1 }", bottom=("x", "x")), 0),
+    (_layer("Concat", "concat_param { axis: 3 }", bottom=("x", "x")), 0),
+    (_layer("Eltwise", "eltwise_param { coeff: 2 coeff: 3 }", bottom=("x", "x")), 0),
+    (_layer("Softmax"), 0),
+    (_layer("Softmax", "softmax_param { axis: 2 }"), 0),
+    (_layer("Slice", tops=("a", "b")), 0),
+    (_layer("ArgMax", "argmax_param { axis: 1 }"), 0),
+    (_layer("Reduction", "reduction_param { axis: 2 }"), 0),
+    (_layer("Tile", "tile_param { tiles: 2 }"), 0),
+    (_layer("Flatten", bottom="g"), 0),                                      # 1x1 maps
+    (_layer("Reshape", "reshape_param { shape { dim: 0 dim: 0 dim: 2 dim: -1 } }"), 0),
+    (_layer("Reshape", "reshape_param { shape { dim: 0 dim: 1 dim: 2 dim: 3 } }",
+            bottom="g"), 0),                                                 # one channel
+    (_layer("Flatten"), 1),
+    (_layer("Permute", "permute_param { order: 0 order: 2 order: 3 order: 1 }"), 1),
+    (_layer("Permute", "permute_param { order: 0 order: 1 order: 2 order: 3 }"), 0),
+    (_layer("Reduction", "reduction_param { axis: 3 }"), 1),                # (N, C, H) out
+    (_layer("Reshape", "reshape_param { shape { dim: 0 dim: 3 dim: 2 dim: -1 } }"), 2),
 ])
 def test_transposes_only_where_memory_order_differs(body, count):
     model = _convert_text(NET + body)

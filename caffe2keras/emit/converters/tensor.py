@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from ...errors import CaffeFormatError
 from ...proto.schema import ENUMS
-from ...shapes import (canonical_axis, crop_offsets, permute_order, reshape_target,
-                       slice_points)
+from ...shapes import canonical_axis, crop_offsets, permute_order, reshape_target, slice_points
 from ..registry import register_converter
 
 NCHW_TO_NHWC = (0, 2, 3, 1)   # keras = caffe.transpose(NCHW_TO_NHWC)

@@ -164,7 +164,7 @@ class Threshold(_Elementwise):
 class Clip(_Elementwise):
     """Caffe Clip: ``max(min, min(x, max))``."""
 
-    def __init__(self, min=0.0, max=1.0, **kwargs):  # noqa: A002 (Caffe's names)
+    def __init__(self, min=0.0, max=1.0, **kwargs):
         super().__init__(**kwargs)
         self.min = float(min)
         self.max = float(max)

@@ -181,10 +181,15 @@ class BatchReshape(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         out = reshape_dims(list(input_shape), self.dims, self.axis, self.num_axes)
         if -1 in out:
-            known = _prod([d for d in out if d != -1])
-            total = _prod(input_shape)
             i = out.index(-1)
-            out[i] = None if known is None or total is None or known == 0 else total // known
+            rest = out[:i] + out[i + 1:]
+            # an open (batch) size copied to the output cancels out of the division
+            if rest.count(None) == list(input_shape).count(None):
+                known = _prod([d for d in rest if d is not None])
+                total = _prod([d for d in input_shape if d is not None])
+                out[i] = total // known if known else None
+            else:
+                out[i] = None
         return tuple(out)
 
     def get_config(self):
