@@ -35,9 +35,17 @@ def model_files(key):
     return d / info["deploy"], d / info["weights"], g / "inputs.npz", g / "outputs.npz"
 
 
+def to_numpy(a):
+    """Any backend's tensor (torch ones may require grad) as numpy."""
+    if isinstance(a, np.ndarray):
+        return a
+    import keras
+    return keras.ops.convert_to_numpy(a)
+
+
 def to_caffe_layout(a):
     """Keras output -> Caffe layout (4-D NHWC -> NCHW)."""
-    a = np.asarray(a)
+    a = to_numpy(a)
     return a.transpose(0, 3, 1, 2) if a.ndim == 4 else a
 
 
@@ -48,7 +56,7 @@ def to_keras_layout(a):
 
 def assert_blob_close(got, ref, name=""):
     """The project's criterion: rtol 1e-4, atol 1e-4 * max(1, |ref|max), shapes equal."""
-    got = np.asarray(got)
+    got = to_numpy(got)
     ref = np.asarray(ref)
     assert got.shape == ref.shape, f"{name}: shape {got.shape} != Caffe's {ref.shape}"
     atol = 1e-4 * max(1.0, float(np.abs(ref).max()) if ref.size else 1.0)

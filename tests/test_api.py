@@ -11,7 +11,7 @@ from caffe2keras.errors import UnsupportedLayerError
 from caffe2keras.net import parse_net
 
 from .shared import (PROTOTXT_ONLY, ROOT, assert_blob_close, conformance_files, model_files,
-                     to_caffe_layout, to_keras_layout)
+                     to_caffe_layout, to_keras_layout, to_numpy)
 
 
 def _convert(*args, **kwargs):
@@ -39,7 +39,7 @@ def test_feature_extractor_outputs():
     assert sorted(got) == ["ip1", "pool2"]
     golden = np.load(outputs)
     assert_blob_close(to_caffe_layout(got["pool2"]), golden["pool2"], "pool2")
-    assert_blob_close(got["ip1"], golden["ip1"], "ip1")  # in place: after relu1
+    assert_blob_close(to_numpy(got["ip1"]), golden["ip1"], "ip1")  # in place: after relu1
 
 
 def test_unknown_output_blob_is_named():
@@ -56,7 +56,7 @@ def test_fresh_weights_build_and_run_with_odd_blob_names():
     got = model({"data": x})
     assert set(got) == {"inception_3a/1x1", "prob"}
     assert tuple(got["inception_3a/1x1"].shape) == (1, 28, 28, 64)
-    assert np.allclose(np.asarray(got["prob"]).sum(-1), 1, atol=1e-5)
+    assert np.allclose(to_numpy(got["prob"]).sum(-1), 1, atol=1e-5)
 
 
 def test_keras_file_round_trip_in_safe_mode(tmp_path):
@@ -72,7 +72,7 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
     a, b = model(feed), loaded(feed)
     assert sorted(a) == sorted(b)
     for k in a:
-        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+        np.testing.assert_array_equal(to_numpy(a[k]), to_numpy(b[k]))
 
 
 def test_keras_file_loads_in_a_fresh_process_after_import(tmp_path):
@@ -132,7 +132,7 @@ def test_register_converter_adds_a_type_with_or_without_a_shape_function():
             caffe2keras.register_converter("Double", shape=shape_fn)(double)
             graph = build_graph(parse_net(text, "t.prototxt"))
             model = build_model(graph)
-            got = np.asarray(model({"data": x})["p"])
+            got = to_numpy(model({"data": x})["p"])
             # ceil mode: 3x3 pooled 2/2 -> 2x2, the last window clipped to the edge
             np.testing.assert_allclose(got[0, :, :, 0], [[16, 20], [28, 32]])
             assert graph.shape("p") == (1, 2, 2, 2)
