@@ -307,6 +307,15 @@ def _field(mtype, name):
     return f
 
 
+def _as_values(f, value):
+    """The values of field ``f``: a repeated field may be given one value or a sequence."""
+    if not f.repeated or isinstance(value, _Data):
+        return [value]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return list(value)
+    return [value]
+
+
 def _scalar_bytes(f, v) -> bytes:
     kind = f.kind
     if kind == "enum":
@@ -342,7 +351,7 @@ def _binary(type_name, d):
         f = _field(mtype, name)
         if f.number >= _PRIVATE_NUMBERS and mtype.name == "LayerParameter":
             continue  # fork params: no agreed field number, text files only
-        values = value if f.repeated else [value]
+        values = _as_values(f, value)
         if not f.repeated and isinstance(value, (list, tuple)):
             raise ValueError(f"{type_name}.{name} is not repeated; give one value")
         if isinstance(value, _Data):
@@ -417,7 +426,7 @@ def _text(type_name, d, indent):
     pad = "  " * indent
     for name, value in d.items():
         f = _field(mtype, name)
-        values = value if f.repeated else [value]
+        values = _as_values(f, value)
         if isinstance(value, _Data):
             raise TypeError("blob data are not written to a prototxt")
         for v in values:
