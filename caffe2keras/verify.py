@@ -81,6 +81,7 @@ class VerifyReport:
     checks: list = field(default_factory=list)
     deviations: dict = field(default_factory=dict)   # layer name -> reason
     notes: list = field(default_factory=list)
+    outputs: dict = field(default_factory=dict)      # net output blob -> (ours, reference)
 
     @property
     def failed(self):
@@ -452,6 +453,8 @@ def verify(prototxt, caffemodel, input=None, reference="opencv", preprocessor=No
                 path=reference)
     report = VerifyReport(graph.net.name or Path(prototxt).stem, ref_name, input_desc,
                           compare(graph, ours, ref, deviations), deviations)
+    report.outputs = {b: (ours[b], np.asarray(ref[b])) for b in graph.outputs
+                      if b in ours and b in ref}
     if wrapped:
         report.notes.append("the converted model includes the preprocessing layers; its "
                             "input blob is checked against the numpy pipeline")
