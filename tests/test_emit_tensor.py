@@ -174,3 +174,30 @@ def test_reshape_that_folds_the_batch_follows_the_batch_it_is_given():
     got = model({"x": x})
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["r"]), x.reshape(-1, 2))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["f"]), x.reshape(21, 2))
+
+
+def test_permute_to_nhwc_then_flatten_needs_no_transpose():
+    """SSD heads: Caffe permutes NCHW to NHWC order and flattens; in Keras the tensor
+    already is NHWC, so only the reshape remains once the intermediate blob is not asked
+    for."""
+    import keras
+
+    text = NET + '''
+        layer { name: "p" type: "Permute" bottom: "x" top: "p"
+                permute_param { order: 0 order: 2 order: 3 order: 1 } }
+        layer { name: "f" type: "Flatten" bottom: "p" top: "f" }
+        layer { name: "r" type: "Reshape" bottom: "p" top: "r"
+                reshape_param { shape { dim: 0 dim: -1 dim: 2 } } }
+    '''
+    x = np.random.default_rng(2).standard_normal((1, 6, 4, 5)).astype("float32")
+    feed = {"x": to_keras_layout(x), "g": np.zeros((1, 1, 1, 6), "float32")}
+    lean = _convert_text(text, outputs=["f", "r"])
+    assert _transposes(lean) == []
+    full = _convert_text(text, outputs=["p", "f", "r"])
+    assert len(_transposes(full)) == 1
+    for model in (lean, full):
+        got = {k: keras.ops.convert_to_numpy(v) for k, v in model(feed).items()}
+        np.testing.assert_array_equal(got["f"], x.transpose(0, 2, 3, 1).reshape(1, -1))
+        np.testing.assert_array_equal(got["r"], x.transpose(0, 2, 3, 1).reshape(1, -1, 2))
+    np.testing.assert_array_equal(to_caffe_layout(keras.ops.convert_to_numpy(full(feed)["p"])),
+                                  x.transpose(0, 2, 3, 1))

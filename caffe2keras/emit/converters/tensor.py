@@ -50,12 +50,42 @@ def _fail(ctx, message):
 
 
 def _run(ctx, x, makers):
-    """Apply ``makers`` [(suffix, make(name) -> layer)] in order; the last layer gets the
-    step's name, the others ``<name>_<suffix>``. No makers: ``x`` itself."""
-    for i, (suffix, make) in enumerate(makers):
+    """Apply ``makers`` [(suffix, make(name) -> layer[, perm])] in order; the last layer
+    gets the step's name, the others ``<name>_<suffix>``. No makers: ``x`` itself. A
+    transpose that undoes the one which made ``x`` (Caffe's Permute to NHWC order before
+    a Flatten or Reshape, as SSD heads do) takes the tensor before it instead."""
+    for i, (suffix, make, *perm) in enumerate(makers):
+        before = _undone(x, perm[0]) if perm else None
+        if before is not None:
+            x = before
+            continue
         name = ctx.name if i == len(makers) - 1 else ctx.sub_name(suffix)
         x = ctx.add(make(name), x)
     return x
+
+
+def _undone(x, perm):
+    """The input of the transpose that made ``x`` if transposing ``x`` by ``perm``
+    restores it, else None."""
+    import keras
+
+    from ..layers.tensor import Transpose
+
+    try:
+        history = x._keras_history
+        layer = history.operation
+        inputs = layer._inbound_nodes[history.node_index].input_tensors
+    except (AttributeError, IndexError, TypeError):
+        return None
+    if type(layer) is keras.layers.Permute:
+        made = (0,) + tuple(layer.dims)
+    elif type(layer) is Transpose:
+        made = tuple(layer.perm)
+    else:
+        return None
+    if len(inputs) != 1 or len(made) != len(perm):
+        return None
+    return inputs[0] if all(made[p] == i for i, p in enumerate(perm)) else None
 
 
 def _transpose_maker(perm, suffix):
@@ -68,8 +98,8 @@ def _transpose_maker(perm, suffix):
     if perm == tuple(range(len(perm))):
         return None
     if perm[0] == 0:
-        return suffix, lambda name: keras.layers.Permute(perm[1:], name=name)
-    return suffix, lambda name: Transpose(perm, name=name)
+        return suffix, lambda name: keras.layers.Permute(perm[1:], name=name), perm
+    return suffix, lambda name: Transpose(perm, name=name), perm
 
 
 def _reshape_makers(src, dst, spec=None):
