@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 import warnings
 
@@ -40,6 +42,10 @@ def main(argv=None) -> int:
         return _fail(e)
     except KeyError as e:  # unknown blob names and the like, raised with a full sentence
         return _fail(e.args[0] if e.args else e)
+    except BrokenPipeError:  # `caffe2keras inspect ... | head`: the reader left; so do we
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as e:  # unreadable input, unwritable output, disk full
         where = f"{e.filename}: " if e.filename else ""
         return _fail(f"{where}{e.strerror or e}")

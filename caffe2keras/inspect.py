@@ -1,8 +1,10 @@
 """`caffe2keras inspect`: what a Caffe net holds, as a table for people or JSON."""
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 
 from .graph import Graph
 from .support import supported_types
@@ -56,7 +58,18 @@ def _json_shape(s):
 
 
 def _mb(n):
-    return f"{n / 1e6:.1f} MB"
+    """A byte count for people: 553.4 MB, 12.3 kB, 512 B."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def to_json(info: dict) -> str:
+    """JSON with each shape on one line ([1, 3, 224, 224], not one number per line)."""
+    text = json.dumps(info, indent=1)
+    return re.sub(r"\[\s*((?:-?\d+|null)(?:,\s*(?:-?\d+|null))*)\s*\]",
+                  lambda m: "[" + re.sub(r",\s*", ", ", m.group(1)) + "]", text)
 
 
 def format_table(info: dict) -> str:
@@ -96,6 +109,8 @@ def format_table(info: dict) -> str:
     out.append("Outputs: " + ", ".join(f"{b} {_shape(s)}" for b, s in info["outputs"].items()))
     if any(d is None for lay in info["layers"] for s in lay["top_shapes"] if s for d in s):
         out.append("(* = decided by the data at run time, e.g. the number of detections)")
+    if any(s is None for lay in info["layers"] for s in lay["top_shapes"]):
+        out.append("(? = unknown: the shape follows an unsupported layer)")
     for x in info["extra_weights"]:
         out.append(f"Note: the weights hold layer '{x}', which the prototxt lacks (ignored)")
     for n in info["notes"]:

@@ -61,8 +61,12 @@ def read_mean(path) -> np.ndarray:
     p = str(path)
     if p.endswith(".npy"):
         try:
-            arr = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as e:
+            arr = np.load(p, allow_pickle=False)  # never unpickle: object arrays are refused
+        except (OSError, ValueError, EOFError) as e:
             raise CaffeFormatError(f"cannot read as .npy: {e}", path=p) from None
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+            raise CaffeFormatError(f"holds {getattr(arr, 'dtype', type(arr).__name__)} data, "
+                                   f"expected numbers (a mean image or per-channel values)",
+                                   path=p)
         return np.asarray(arr, dtype=np.float32)
     return read_binaryproto(p)

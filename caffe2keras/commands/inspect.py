@@ -1,8 +1,6 @@
 """caffe2keras inspect DEPLOY [WEIGHTS]"""
 from __future__ import annotations
 
-import json
-
 from .common import add_input_shape, input_shapes
 
 
@@ -21,8 +19,8 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..graph import load_graph
-    from ..inspect import describe, format_table
+    from ..inspect import describe, format_table, to_json
 
     info = describe(load_graph(args.deploy, args.weights, input_shapes=input_shapes(args)))
-    print(json.dumps(info, indent=1) if args.json else format_table(info))
+    print(to_json(info) if args.json else format_table(info))
     return 0
