@@ -9,8 +9,7 @@ import pytest
 
 from caffe2keras.cli import main
 
-from .shared import (CONFORMANCE_CASES, MODELS, MODELS_INDEX, ROOT, conformance_files,
-                     model_files)
+from .shared import CONFORMANCE_CASES, MODELS, MODELS_INDEX, ROOT, conformance_files, model_files
 
 ODD = '''name: "odd"
 input: "data"

@@ -131,7 +131,9 @@ def test_errors_inside_a_layer_name_it():
     assert "layer 'conv7'" in msg and "holds 7 bytes, not a multiple of 4" in msg
     # before the name is read, the entry's offset stands in for it
     msg = _error(ld(100, tag(7, 2) + varint(50) + b"x"))
-    assert "layer '(entry at byte 3, name not read yet)'" in msg
+    assert "layer '(unnamed yet: the first entry, at byte 3)'" in msg
+    msg = _error(ld(100, ld(1, b"first")) + ld(100, tag(7, 2) + varint(50) + b"x"))
+    assert "layer '(unnamed yet: the entry at byte 13, after layer 'first')'" in msg
     # V1 entries too
     msg = _error(ld(2, ld(4, b"old") + tag(6, 2) + varint(9)))
     assert "layer 'old'" in msg and "claims 9 bytes but only 0 remain" in msg

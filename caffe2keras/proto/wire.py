@@ -35,6 +35,7 @@ class Decoder:
         # message type -> field names to decode; others are skipped unread
         self.only = only or {}
         self.layer = None  # name of the layer entry being decoded, for error messages
+        self.last_layer = None  # name of the last layer entry decoded
 
     def error(self, msg, offset):
         return CaffeFormatError(msg, path=self.path, position=f"byte {offset}",
@@ -91,7 +92,10 @@ class Decoder:
         by_number = msg._mtype.by_number
         is_layer = type_name in _LAYER_TYPES
         if is_layer:
-            outer, self.layer = self.layer, f"(entry at byte {pos}, name not read yet)"
+            outer = self.layer
+            self.layer = (f"(unnamed yet: the entry at byte {pos}, after layer "
+                          f"'{self.last_layer}')" if self.last_layer is not None else
+                          f"(unnamed yet: the first entry, at byte {pos})")
         chunks = {}  # float field -> [arrays]: joined once at the end, never pairwise
         while pos < end:
             tag_pos = pos
@@ -166,6 +170,7 @@ class Decoder:
             parts = [np.array(x, dt) if isinstance(x, list) else x for x in parts]
             msg._values[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if is_layer:
+            self.last_layer = msg.get("name", "")
             self.layer = outer
         return msg
 
