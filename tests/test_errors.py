@@ -64,8 +64,8 @@ CASES = {
     "blob data disagree with its shape": (
         lambda t: (_prototxt(t, CONV), _weights(
             t, _ld(7, _ld(1, varint(2) + varint(3))) + _ld(5, np.zeros(5, "<f4").tobytes()))),
-        ["w.caffemodel:byte ", "layer 'conv'", "blob 0 of layer 'conv' declares shape "
-         "[2, 3] (6 values) but holds 5 values"]),
+        ["w.caffemodel:byte ", "layer 'conv'", ("blob 0 of layer 'conv' declares shape "
+         "[2, 3] (6 values) but holds 5 values")]),
     "negative dims in weights": (
         lambda t: (_prototxt(t, CONV), _weights(
             t, _ld(7, _ld(1, varint(-2))) + _ld(5, b""))),
@@ -78,8 +78,8 @@ CASES = {
         lambda t: (_prototxt(t, 'input: "data"\ninput_shape { dim: 1000000 dim: 1000000 }\n'
                                'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }'),
                    None),
-        ["d.prototxt:2:13: ", "input 'data' shape [1000000, 1000000] holds 1,000,000,000,000 "
-         "values, more than Caffe's limit of 2,147,483,647 per blob"]),
+        ["d.prototxt:2:13: ", ("input 'data' shape [1000000, 1000000] holds 1,000,000,000,000 "
+         "values, more than Caffe's limit of 2,147,483,647 per blob")]),
     "negative input shape": (
         lambda t: (_prototxt(t, 'input: "data"\ninput_dim: 1 input_dim: -3 input_dim: 2 '
                                'input_dim: 2\nlayer { name: "r" type: "ReLU" bottom: "data" '
@@ -89,8 +89,8 @@ CASES = {
         lambda t: (_prototxt(t, HEAD + 'layer { name: "fc" type: "InnerProduct" bottom: "data" '
                                        'top: "fc" inner_product_param { num_output: '
                                        '100000000 } }'), None),
-        ["d.prototxt:4:7: layer 'fc': parameter blob 0 would have shape [100000000, 192]: "
-         "19,200,000,000 values, more than Caffe's limit of 2,147,483,647 per blob"]),
+        [("d.prototxt:4:7: layer 'fc': parameter blob 0 would have shape [100000000, 192]: "
+         "19,200,000,000 values, more than Caffe's limit of 2,147,483,647 per blob")]),
     "absurd tiling": (
         lambda t: (_prototxt(t, HEAD + 'layer { name: "t" type: "Tile" bottom: "data" '
                                        'top: "t" tile_param { axis: 0 tiles: 1000000000 } }'),
@@ -100,8 +100,8 @@ CASES = {
         lambda t: (_prototxt(t, HEAD + 'layer { name: "a" type: "ReLU" bottom: "data" top: "x" }'
                                        '\nlayer { name: "b" type: "Sigmoid" bottom: "data" '
                                        'top: "x" }'), None),
-        ["d.prototxt:5:7: layer 'b': top 'x' is already produced by 'a'; a blob may only be "
-         "rewritten in place (top == bottom)"]),
+        [("d.prototxt:5:7: layer 'b': top 'x' is already produced by 'a'; a blob may only be "
+         "rewritten in place (top == bottom)")]),
     "top listed twice": (
         lambda t: (_prototxt(t, HEAD + 'layer { name: "s" type: "Split" bottom: "data" '
                                        'top: "x" top: "x" }'), None),
@@ -114,23 +114,23 @@ CASES = {
     "bottom nobody produces": (
         lambda t: (_prototxt(t, HEAD + 'layer { name: "r" type: "ReLU" bottom: "dta" '
                                        'top: "r" }'), None),
-        ["d.prototxt:4:7: layer 'r': bottom 'dta' is not produced by any earlier layer or "
-         "input; known blobs: data"]),
+        [("d.prototxt:4:7: layer 'r': bottom 'dta' is not produced by any earlier layer or "
+         "input; known blobs: data")]),
     "cycle": (
         lambda t: (_prototxt(t, HEAD + 'layer { name: "a" type: "Eltwise" bottom: "data" '
                                        'bottom: "y" top: "x" }\nlayer { name: "b" type: "ReLU" '
                                        'bottom: "x" top: "y" }'), None),
-        ["layer 'a': bottom 'y' is not produced by any earlier layer or input; it is produced "
+        [("layer 'a': bottom 'y' is not produced by any earlier layer or input; it is produced "
          "later by layer 'b' (layers must come after their inputs, and nets cannot have "
-         "cycles)"]),
+         "cycles)")]),
     "nesting too deep": (
         lambda t: (_prototxt(t, HEAD + "x { " * 150 + "}" * 150), None),
         ["d.prototxt:4:", "messages nested deeper than 100 levels"]),
     "syntax error": (
         lambda t: (_prototxt(t, HEAD + 'layer { name: "r" type: "ReLU" bottom: "data" '
                                        'top: "r"\n'), None),
-        ["d.prototxt:5:1: unexpected end of file, expected '}' to close the block opened "
-         "at 4:7"]),
+        [("d.prototxt:5:1: unexpected end of file, expected '}' to close the block opened "
+         "at 4:7")]),
     "empty prototxt": (
         lambda t: (_write(t, "d.prototxt", b""), None),
         ["d.prototxt: file is empty, expected a text prototxt"]),
@@ -142,29 +142,29 @@ CASES = {
         [": is a directory, expected a file"]),
     "caffemodel given as prototxt": (
         lambda t: (MODELS / "mtcnn" / "det1.caffemodel", None),
-        ["det1.caffemodel: this is a binary file (a .caffemodel or .binaryproto?), expected "
-         "a text prototxt"]),
+        [("det1.caffemodel: this is a binary file (a .caffemodel or .binaryproto?), expected "
+         "a text prototxt")]),
     "prototxt given as caffemodel": (
         lambda t: (MODELS / "mtcnn" / "det1.prototxt", MODELS / "mtcnn" / "det1.prototxt"),
         ["det1.prototxt: this is a text file (a .prototxt?), expected a binary caffemodel"]),
     "wrong blob count": (
         lambda t: _net_with_blobs(t, [np.zeros((2, 3, 1, 1), np.float32)]),
-        ["d.prototxt:4:7: layer 'conv': expected 2 weight blobs [[2, 3, 1, 1], [2]] for this "
-         "Convolution, found 1 [[2, 3, 1, 1]] in"]),
+        [("d.prototxt:4:7: layer 'conv': expected 2 weight blobs [[2, 3, 1, 1], [2]] for this "
+         "Convolution, found 1 [[2, 3, 1, 1]] in")]),
     "wrong blob shape": (
         lambda t: _net_with_blobs(t, [np.zeros((2, 3, 3, 3), np.float32),
                                       np.zeros(2, np.float32)]),
-        ["layer 'conv': weight blob 0 has shape [2, 3, 3, 3] in", "but the prototxt implies "
-         "[2, 3, 1, 1]"]),
+        ["layer 'conv': weight blob 0 has shape [2, 3, 3, 3] in", ("but the prototxt implies "
+         "[2, 3, 1, 1]")]),
     "missing weights": (
         lambda t: (_prototxt(t, CONV), _weights_of(t, "other", [np.zeros(1, np.float32)])),
-        ["layer 'conv': Convolution layer has no weights in", "(expected 2 blobs: "
-         "[[2, 3, 1, 1], [2]]); is this the caffemodel for this prototxt?"]),
+        ["layer 'conv': Convolution layer has no weights in", ("(expected 2 blobs: "
+         "[[2, 3, 1, 1], [2]]); is this the caffemodel for this prototxt?")]),
     "corrupted weights": (
         lambda t: (MODELS / "mtcnn" / "det1.prototxt", _corrupt(
             t, (MODELS / "mtcnn" / "det1.caffemodel").read_bytes())),
-        ["w.caffemodel:byte 125: layer '(unnamed yet: the entry at byte 124, after layer "
-         "'data12')': invalid wire type 7 for field 1 (corrupted data)"]),
+        [("w.caffemodel:byte 125: layer '(unnamed yet: the entry at byte 124, after layer "
+         "'data12')': invalid wire type 7 for field 1 (corrupted data)")]),
 }
 
 
