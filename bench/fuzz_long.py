@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.test_fuzz import MEMORY_LIMIT_MB, run_bulk_child  # noqa: E402
+from tests.test_fuzz import MEMORY_LIMIT_MB, run_bulk_child
 
 
 def main(argv=None):
