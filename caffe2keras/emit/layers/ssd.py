@@ -239,6 +239,7 @@ class DetectionOutput(keras.layers.Layer):
         self.rows_possible = len(self.labels) * self.candidates
         self.rows = self.keep_top_k if self.keep_top_k > -1 else self.rows_possible
         self.thresholds = adaptive_thresholds(self.nms_threshold, self.eta, self.candidates)
+        self._jitted = None
 
     # -- decoding (bbox_util.cpp DecodeBBox), float32 in Caffe's operation order
     def _decode(self, loc, priors, variances):
@@ -291,6 +292,7 @@ class DetectionOutput(keras.layers.Layer):
         earlier = ops.convert_to_tensor(np.tril(np.ones((k, k), bool), -1))
         adaptive = self.eta < 1 and self.nms_threshold > 0.5
         table = ops.convert_to_tensor(self.thresholds)
+        blocks = None
         if not adaptive:
             blocks = ops.cast(ops.logical_and(
                 earlier, ops.logical_not(iou <= self.thresholds[0])), "float32")
@@ -343,7 +345,17 @@ class DetectionOutput(keras.layers.Layer):
         return ops.fori_loop(0, k, body, ops.zeros_like(valid))
 
     def call(self, inputs):
-        loc, conf, prior = (ops.cast(t, "float32") for t in inputs[:3])
+        if keras.config.backend() == "jax" and _has_value(inputs[0]):
+            # Eager jax compiles each new op shape on first use: seconds for this many
+            # small ops. One compiled function costs a fraction of that.
+            if self._jitted is None:
+                import jax
+                self._jitted = jax.jit(self._detect)
+            return self._jitted(*inputs[:3])
+        return self._detect(*inputs[:3])
+
+    def _detect(self, loc, conf, prior):
+        loc, conf, prior = (ops.cast(t, "float32") for t in (loc, conf, prior))
         p, c, k = self.num_priors, self.num_classes, self.candidates
         n_labels = len(self.labels)
         num_loc = 1 if self.share_location else c
