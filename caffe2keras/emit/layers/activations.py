@@ -24,14 +24,14 @@ class _Elementwise(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="caffe2keras")
 class SlopedReLU(_Elementwise):
     """Caffe ReLU with a negative ``negative_slope``, which keras.layers.LeakyReLU
-    refuses: ``max(x, 0) + negative_slope * min(x, 0)``."""
+    refuses: ``x`` where positive, else ``negative_slope * x``."""
 
     def __init__(self, negative_slope, **kwargs):
         super().__init__(**kwargs)
         self.negative_slope = float(negative_slope)
 
     def call(self, x):
-        return ops.maximum(x, 0) + ops.minimum(x, 0) * self.negative_slope
+        return ops.where(ops.greater(x, 0), x, x * self.negative_slope)
 
     def get_config(self):
         return {**super().get_config(), "negative_slope": self.negative_slope}

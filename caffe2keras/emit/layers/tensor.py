@@ -219,18 +219,22 @@ class ArgMax(keras.layers.Layer):
     def _top(self, x, axis):
         """(values, indices) of the top_k along ``axis`` with Caffe's tie order."""
         n = x.shape[axis] if x.shape[axis] is not None else ops.shape(x)[axis]
+        if self.top_k == 1:
+            # the last index holding the maximum; == also makes -0 equal 0, as in Caffe
+            v = ops.max(x, axis=axis, keepdims=True)
+            where = [1] * len(x.shape)
+            where[axis] = n
+            iota = ops.reshape(ops.arange(n, dtype="int32"), where)
+            i = ops.max(ops.where(ops.equal(x, v), iota, -1), axis=axis, keepdims=True)
+            return v, ops.cast(i, x.dtype)
         last = axis == len(x.shape) - 1
         if not last:
             x = ops.moveaxis(x, axis, -1)
         # Caffe compares -0 and 0 as equal; the backends' sorts order them
         x = ops.where(ops.equal(x, 0), ops.zeros_like(x), x)
-        if self.top_k == 1:  # argmax takes the first of equal values: look from the end
-            i = ops.argmax(ops.flip(x, axis=-1), axis=-1, keepdims=True)
-            i = n - 1 - i
-        else:
-            # a stable ascending sort, read backwards: equal values latest index first
-            # (top_k's order of equal values differs between backends)
-            i = ops.flip(ops.argsort(x, axis=-1), axis=-1)[..., :self.top_k]
+        # a stable ascending sort read backwards: equal values latest index first
+        # (top_k orders equal values differently on each backend)
+        i = ops.flip(ops.argsort(x, axis=-1), axis=-1)[..., :self.top_k]
         v = ops.take_along_axis(x, i, axis=-1)
         i = ops.cast(i, x.dtype)
         if not last:
