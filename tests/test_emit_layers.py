@@ -110,10 +110,12 @@ def nchw(a):
     ((2, 2), (1, 1), (1, 1), 3, 3, 3),     # depthwise bilinear-style
     ((3, 2), (2, 0), (2, 1), 2, 4, 6),     # rect stride, dilation, crop > ext-1-(s-1)
     ((1, 1), (0, 0), (1, 3), 1, 2, 3),     # dilation only
-    ((2, 3), (0, 1), (1, 1), 2, 2, 4),     # kernel smaller than stride
+    ((2, 3), (0, 1), (1, 1), 2, 2, 4),     # depthwise x2, kernel smaller than stride
+    ((2, 1), (3, 0), (2, 3), 3, 3, 6),     # depthwise x2, dilation, crop past the taps
+    ((1, 2), (0, 1), (1, 1), 2, 4, 6),     # block-diagonal, 2 inputs per group
 ])
 def test_grouped_conv2d_transpose_matches_caffe_deconv(stride, pad, dil, group, cin, cout):
-    kh, kw = (3, 2) if stride != (2, 3) else (2, 2)
+    kh, kw = (2, 2) if stride == (2, 3) else (3, 2)
     x = rand(2, cin, 4, 5)
     w = rand(cin, cout // group, kh, kw, scale=0.5)
     b = rand(cout, scale=0.5)
@@ -125,6 +127,18 @@ def test_grouped_conv2d_transpose_matches_caffe_deconv(stride, pad, dil, group, 
     ref = caffe_deconv(x, w, b, stride, pad, dil, group)
     assert layer.compute_output_shape((None, 4, 5, cin)) == (None, *nhwc(ref).shape[1:])
     close(nchw(got), ref)
+
+
+def test_depthwise_bilinear_upsampling_kernel_16_stride_8():
+    # Caffe's bilinear-upsampling idiom: group = channels, kernel 2f, stride f, pad f/2
+    x = rand(1, 2, 3, 4)
+    f = np.ogrid[:16, :16]
+    bil = (1 - np.abs(f[0] / 8 - 7.5 / 8)) * (1 - np.abs(f[1] / 8 - 7.5 / 8))
+    w = np.stack([bil, 2 * bil])[:, None].astype(np.float32)
+    layer = GroupedConv2DTranspose(2, 16, strides=8, cropping=4, groups=2, use_bias=False)
+    layer.build((None, 3, 4, 2))
+    layer.set_weights([w.transpose(2, 3, 1, 0)])
+    close(nchw(run(layer, nhwc(x))), caffe_deconv(x, w, None, (8, 8), (4, 4), (1, 1), 2))
 
 
 def test_subsample2d():
