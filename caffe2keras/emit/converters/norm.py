@@ -23,6 +23,11 @@ def keras_axis(caffe_axis, rank):
     return (0, 3, 1, 2)[caffe_axis] if rank == 4 else caffe_axis
 
 
+def caffe_axis(keras_ax, rank):
+    """Caffe axis held by a Keras axis of a rank-``rank`` blob."""
+    return (0, 2, 3, 1)[keras_ax] if rank == 4 else keras_ax
+
+
 def _channel_axis(rank):
     return -1 if rank == 4 else 1
 
@@ -47,6 +52,9 @@ def _batch_norm_layer(ctx, center, scale):
     shape = ctx.in_shapes[0]
     if len(shape) < 2:
         _fail(ctx, f"BatchNorm needs a channel axis; input is {list(shape)}")
+    if p.fused_relu:
+        _fail(ctx, "batch_norm_param fused_relu is not supported; write a ReLU layer "
+                   "after the BatchNorm (and its Scale) instead")
     if p.has("use_global_stats") and not p.use_global_stats:
         warnings.warn(
             f"{ctx.graph.net.path}: layer '{ctx.layer.name}': use_global_stats is false, so "
@@ -115,12 +123,8 @@ def _keras_axes(ctx, p, second_input):
         return sorted(keras_axis(c, rank) for c in span)
     # The second input's Keras layout: NHWC if it is 4-D itself, else Caffe order.
     other_rank = len(span)
-    return [keras_axis(span[keras_axis_to_caffe(j, other_rank)], rank)
+    return [keras_axis(span[caffe_axis(j, other_rank)], rank)
             for j in range(other_rank)]
-
-
-def keras_axis_to_caffe(keras_ax, rank):
-    return (0, 2, 3, 1)[keras_ax] if rank == 4 else keras_ax
 
 
 def _learned(ctx, p, blob):
