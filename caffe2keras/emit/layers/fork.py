@@ -68,15 +68,16 @@ class Interp(keras.layers.Layer):
             return x
         hi, hs, h0w, h1w = interp_weights(h1, h2)
         wi, ws, w0w, w1w = interp_weights(w1, w2)
+        h0w, h1w = (ops.convert_to_tensor(v.reshape(1, -1, 1, 1), x.dtype) for v in (h0w, h1w))
+        w0w, w1w = (ops.convert_to_tensor(v.reshape(1, 1, -1, 1), x.dtype) for v in (w0w, w1w))
 
         def cols(rows):
-            a = ops.take(rows, wi, axis=2)
-            b = ops.take(rows, wi + ws, axis=2)
-            return w0w[None, None, :, None] * a + w1w[None, None, :, None] * b
+            return (w0w * ops.take(rows, wi, axis=2)
+                    + w1w * ops.take(rows, wi + ws, axis=2))
 
         upper = cols(ops.take(x, hi, axis=1))
         lower = cols(ops.take(x, hi + hs, axis=1))
-        return h0w[None, :, None, None] * upper + h1w[None, :, None, None] * lower
+        return h0w * upper + h1w * lower
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.size_out, input_shape[-1])
