@@ -232,10 +232,15 @@ class ArgMax(keras.layers.Layer):
             x = ops.moveaxis(x, axis, -1)
         # Caffe compares -0 and 0 as equal; the backends' sorts order them
         x = ops.where(ops.equal(x, 0), ops.zeros_like(x), x)
-        # a stable ascending sort read backwards: equal values latest index first
-        # (top_k orders equal values differently on each backend)
-        i = ops.flip(ops.argsort(x, axis=-1), axis=-1)[..., :self.top_k]
-        v = ops.take_along_axis(x, i, axis=-1)
+        if keras.backend.backend() == "torch":
+            # torch.topk leaves equal values in no set order: a stable ascending
+            # sort read backwards puts the latest index first
+            i = ops.flip(ops.argsort(x, axis=-1), axis=-1)[..., :self.top_k]
+            v = ops.take_along_axis(x, i, axis=-1)
+        else:
+            # XLA's and TensorFlow's top_k put the lower index first: look from the end
+            v, i = ops.top_k(ops.flip(x, axis=-1), self.top_k, sorted=True)
+            i = n - 1 - i
         i = ops.cast(i, x.dtype)
         if not last:
             v, i = ops.moveaxis(v, -1, axis), ops.moveaxis(i, -1, axis)
