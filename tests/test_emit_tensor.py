@@ -201,3 +201,21 @@ def test_permute_to_nhwc_then_flatten_needs_no_transpose():
         np.testing.assert_array_equal(got["r"], x.transpose(0, 2, 3, 1).reshape(1, -1, 2))
     np.testing.assert_array_equal(to_caffe_layout(keras.ops.convert_to_numpy(full(feed)["p"])),
                                   x.transpose(0, 2, 3, 1))
+
+
+def test_batch_folding_reshape_of_a_one_channel_map_reads_caffe_axes():
+    """NHWC and NCHW hold a one-channel map in the same order, but the reshape's copied
+    (0) dims and kept axes are Caffe's."""
+    import keras
+
+    model = _convert_text('''
+        input: "x" input_shape { dim: 4 dim: 1 dim: 3 dim: 5 }
+        layer { name: "r" type: "Reshape" bottom: "x" top: "r"
+                reshape_param { shape { dim: 2 dim: 0 dim: -1 } } }
+        layer { name: "f" type: "Flatten" bottom: "x" top: "f"
+                flatten_param { axis: 0 end_axis: 1 } }
+    ''')
+    x = np.arange(6 * 15, dtype="float32").reshape(6, 1, 3, 5)
+    got = model({"x": to_keras_layout(x)})
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["r"]), x.reshape(2, 1, -1))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["f"]), x.reshape(6, 3, 5))

@@ -123,6 +123,8 @@ def _reshape_makers(src, dst, spec=None):
     if to_nchw:
         makers.append(_transpose_maker(NHWC_TO_NCHW, "nchw"))
     if spec is not None:
+        if len(src) == 4 and not to_nchw:  # BatchReshape reads Caffe's axis sizes
+            makers.append(("nchw", lambda name: keras.layers.Reshape(src[1:], name=name)))
         makers.append(("reshape", lambda name: BatchReshape(*spec, name=name)))
         if len(dst) == 4:
             makers.append(_transpose_maker(NCHW_TO_NHWC, "nhwc"))
