@@ -96,10 +96,11 @@ def identifier(name: str, used: set) -> str:
 
 # --- walking the model -----------------------------------------------------------------
 
-def model_nodes(model):
+def model_nodes(model, order=None):
     """The Keras call nodes of ``model`` (a layer shared with another model has nodes of
-    that model too), in an order where every node follows the nodes it reads from: the
-    model's own layer order where possible."""
+    that model too), in an order where every node follows the nodes it reads from: by
+    ``order`` ({layer name: sort key}, e.g. the prototxt's order) where given, else the
+    model's own layer order."""
     from keras import tree
 
     outputs = tree.flatten(model.output)
@@ -115,8 +116,10 @@ def model_nodes(model):
             continue
         seen[id(node)] = node
         stack.extend(node.arguments.keras_tensors)
-    rank = {id(layer): i for i, layer in enumerate(model.layers)}
-    pending = sorted(seen.values(), key=lambda n: (rank.get(id(n.operation), len(rank)),
+    order = order or {}
+    rank = {id(layer): (order.get(layer.name, len(order)), i)
+            for i, layer in enumerate(model.layers)}
+    pending = sorted(seen.values(), key=lambda n: (rank.get(id(n.operation), (len(order), 0)),
                                                    n.operation._inbound_nodes.index(n)))
     done = set(inputs)
     ordered = []
@@ -183,11 +186,14 @@ def _init_params(cls):
 
 def constructor_arguments(layer):
     """(positional, keyword) arguments that rebuild ``layer``: its config minus what the
-    class's defaults give anyway; required arguments positionally, the name last."""
+    class's defaults give anyway (checked by rebuilding: defaults can depend on other
+    arguments, as pooling strides on pool_size); required arguments positionally, the
+    name last."""
     cls = type(layer)
     config = layer.get_config()
     params = _init_params(cls)
     named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    any_kwargs = any(p.kind == p.VAR_KEYWORD for p in params)
     required = [p.name for p in params if p.default is p.empty and
                 p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     missing = [r for r in required if r not in config]
@@ -195,23 +201,28 @@ def constructor_arguments(layer):
         raise CaffeFormatError(
             f"layer '{layer.name}' ({cls.__name__}): get_config() lacks the constructor "
             f"argument(s) {missing}, so code cannot rebuild it")
+    keys = [k for k in config if k != "name" and (k in named or any_kwargs)]
     try:
         default = cls(**{k: config[k] for k in required}).get_config()
     except (TypeError, ValueError):   # a class not buildable from its required args alone
-        import keras
-
-        default = {**keras.layers.Layer().get_config(),
-                   **{p.name: p.default for p in params if p.default is not p.empty}}
+        default = {}
+    keep = {k for k in keys if k in required or k not in default or
+            not _same(default[k], config[k])}
+    while True:
+        try:
+            rebuilt = cls(**{k: config[k] for k in keys if k in keep},
+                          name=layer.name).get_config()
+        except (TypeError, ValueError):
+            keep = set(keys)
+            break
+        differ = {k for k in keys if k not in rebuilt or not _same(rebuilt[k], config[k])}
+        if not differ or differ <= keep:
+            if differ:
+                keep = set(keys)
+            break
+        keep |= differ
     positional = [literal(config[k]) for k in required]
-    kwargs = []
-    for key, value in config.items():
-        if key in required or key == "name":
-            continue
-        if key in default and _same(default[key], value):
-            continue
-        if key not in named and not any(p.kind == p.VAR_KEYWORD for p in params):
-            continue
-        kwargs.append(f"{key}={literal(value)}")
+    kwargs = [f"{k}={literal(config[k])}" for k in keys if k in keep and k not in required]
     kwargs.append(f"name={literal(layer.name)}")
     return positional, kwargs
 
@@ -237,7 +248,8 @@ def _call_arguments(node, names):
         return literal(v)
 
     parts = [render(a) for a in node.arguments.args]
-    parts += [f"{k}={render(v)}" for k, v in node.arguments.kwargs.items()]
+    parts += [f"{k}={render(v)}" for k, v in node.arguments.kwargs.items()
+              if not (k in ("mask", "training") and v is None)]   # Keras's own defaults
     return ", ".join(parts)
 
 
@@ -272,17 +284,18 @@ def _call_line(indent, targets, expr):
 
 
 def generate_source(model, weights_file=None, caffe_names=None, title=None,
-                    source=None) -> str:
+                    source=None, order=None) -> str:
     """Python source that builds ``model`` with plain Keras calls.
 
     weights_file: file name (beside the .py) the code loads weights from, or None.
     caffe_names:  {Keras layer name: comment}, e.g. the Caffe layer it came from.
     title:        first docstring line; source: more docstring lines (where it came from).
+    order:        {Keras layer name: sort key} to write layers in (else Keras's order).
     """
     from keras import tree
 
     caffe_names = caffe_names or {}
-    nodes = model_nodes(model)
+    nodes = model_nodes(model, order)
     imports = {}
     used = set(RESERVED)
     names = {}            # id(KerasTensor) -> variable
@@ -390,18 +403,38 @@ def generate_source(model, weights_file=None, caffe_names=None, title=None,
 
 
 def caffe_comments(graph, outputs=None):
-    """{Keras layer name: "Caffe <type> '<name>'"} where the Keras name is not the Caffe
-    name (sanitised, made unique, or several Caffe layers fused into one). ``outputs`` as
-    for convert(): the plan, and so the names, depend on them."""
+    """({Keras layer name: "Caffe <type> '<name>'"} where the Keras name is not the Caffe
+    name (sanitised, made unique, or several Caffe layers fused into one), {Keras step
+    name: position in the prototxt}). ``outputs`` as for convert(): the plan, and so the
+    names, depend on them."""
     from .emit.plan import make_plan, resolve_outputs
 
     keep = {graph.final(b) for b in resolve_outputs(graph, outputs)}
-    comments = {}
-    for step in make_plan(graph, keep):
+    comments, order = {}, {}
+    for i, step in enumerate(make_plan(graph, keep)):
+        order[step.name] = i
         caffe = [f"{n.type} '{n.name}'" for n in step.nodes]
         if len(step.nodes) > 1 or step.node.name != step.name:
             comments[step.name] = "Caffe " + " + ".join(caffe)
-    return comments
+    return comments, order
+
+
+def _layer_order(model, steps):
+    """Sort keys for every layer of ``model``: its Caffe step's position; helper layers
+    (``<step>_pad``...) go with their step, preprocessing layers first."""
+    from keras import tree
+
+    inputs = {t._keras_history.operation.name for t in tree.flatten(model.input)}
+    order = {}
+    for layer in model.layers:
+        name = layer.name
+        if name in steps:
+            order[name] = (steps[name], 1)
+            continue
+        owner = max((s for s in steps if name.startswith(s + "_")), key=len, default=None)
+        order[name] = (steps[owner], 0) if owner is not None else \
+            ((-1, 0) if name in inputs or owner is None else (len(steps), 0))
+    return order
 
 
 def write_python(prototxt, output, caffemodel=None, outputs=None, input_shapes=None,
@@ -417,7 +450,7 @@ def write_python(prototxt, output, caffemodel=None, outputs=None, input_shapes=N
         raise CaffeFormatError("output must be a .py file", path=output)
     graph = load_graph(prototxt, caffemodel, input_shapes=input_shapes)
     model = build_model(graph, outputs=outputs, with_weights=caffemodel is not None)
-    comments = caffe_comments(graph, outputs)
+    comments, steps = caffe_comments(graph, outputs)
     if preprocessor is not None:
         model = preprocessor.wrap(model)
     weights_path = None
@@ -439,7 +472,7 @@ def write_python(prototxt, output, caffemodel=None, outputs=None, input_shapes=N
         rel = weights_path.name if weights_path.resolve().parent == out.resolve().parent \
             else str(weights_path.resolve())
     source = generate_source(model, weights_file=rel, caffe_names=comments, title=title,
-                             source=origin)
+                             source=origin, order=_layer_order(model, steps))
     if weights_path is not None:
         with atomic_output(weights_path, suffix=".weights.h5") as tmp:
             model.save_weights(tmp)
