@@ -219,3 +219,97 @@ def test_batch_folding_reshape_of_a_one_channel_map_reads_caffe_axes():
     got = model({"x": to_keras_layout(x)})
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["r"]), x.reshape(2, 1, -1))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["f"]), x.reshape(6, 3, 5))
+
+
+# -- property: layout handling agrees with Caffe's memory order for any shapes ---------
+
+def _factor(rng, total, parts):
+    dims = []
+    for _ in range(parts - 1):
+        divisors = [d for d in range(1, total + 1) if total % d == 0]
+        d = int(rng.choice(divisors))
+        dims.append(d)
+        total //= d
+    return dims + [total]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_permute_flatten_reshape_chains_follow_caffe_memory_order(seed):
+    """Random 3- to 5-D shapes through Permute, Flatten and Reshape (copy, infer, axis,
+    num_axes); numpy on the NCHW array is the reference, as Caffe's memory is C order."""
+    import keras
+
+    from caffe2keras.shapes import reshape_target
+
+    rng = np.random.default_rng(seed)
+    nd = int(rng.integers(3, 6))
+    shape = (int(rng.integers(1, 3)),) + tuple(int(d) for d in rng.integers(1, 5, nd - 1))
+    order = [0] + [int(a) + 1 for a in rng.permutation(nd - 1)]
+    permuted = tuple(shape[a] for a in order)
+    axis = int(rng.integers(1, nd))
+    end = int(rng.integers(axis, nd))
+    flat = permuted[:axis] + (int(np.prod(permuted[axis:end + 1])),) + permuted[end + 1:]
+    new = _factor(rng, int(np.prod(flat[1:])), int(rng.integers(1, 5)))
+    dims = [0] + new
+    if len(new) > 1:
+        dims[1 + int(rng.integers(len(new)))] = -1
+    dims_text = " ".join(f"dim: {d}" for d in dims)
+    text = f'''
+        input: "x" input_shape {{ {" ".join(f"dim: {d}" for d in shape)} }}
+        layer {{ name: "p" type: "Permute" bottom: "x" top: "p"
+                permute_param {{ {" ".join(f"order: {o}" for o in order)} }} }}
+        layer {{ name: "f" type: "Flatten" bottom: "p" top: "f"
+                flatten_param {{ axis: {axis} end_axis: {end} }} }}
+        layer {{ name: "r" type: "Reshape" bottom: "f" top: "r"
+                reshape_param {{ shape {{ {dims_text} }} }} }}
+        layer {{ name: "s" type: "Reshape" bottom: "r" top: "s"
+                reshape_param {{ shape {{ dim: -1 }} axis: 1 }} }}
+    '''
+    model = _convert_text(text)
+    graph_net = parse_net(text, "t.prototxt")
+    r_shape = reshape_target(graph_net.layer("r"), flat)
+    x = rng.standard_normal(shape).astype("float32")
+    got = {k: to_caffe_layout(keras.ops.convert_to_numpy(v))
+           for k, v in model({"x": to_keras_layout(x)}).items()}
+    p = x.transpose(order)
+    want = {"p": p, "f": p.reshape(flat), "r": p.reshape(r_shape),
+            "s": p.reshape(shape[0], -1)}
+    for k, ref in want.items():
+        np.testing.assert_array_equal(got[k], ref, err_msg=f"{k}: {text}")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_axes_of_every_rank_map_onto_keras_layout(seed):
+    import keras
+
+    rng = np.random.default_rng(100 + seed)
+    nd = int(rng.integers(2, 6))
+    shape = tuple(int(d) for d in rng.integers(2, 5, nd))
+    a = int(rng.integers(0, nd))
+    neg = a - nd if rng.integers(2) else a  # Caffe takes negative axes too
+    point = shape[a] // 2
+    text = f'''
+        input: "x" input_shape {{ {" ".join(f"dim: {d}" for d in shape)} }}
+        layer {{ name: "c" type: "Concat" bottom: "x" bottom: "x" top: "c"
+                concat_param {{ axis: {neg} }} }}
+        layer {{ name: "sl" type: "Slice" bottom: "x" top: "s1" top: "s2"
+                slice_param {{ axis: {neg} slice_point: {point} }} }}
+        layer {{ name: "sm" type: "Softmax" bottom: "x" top: "sm" softmax_param {{ axis: {neg} }} }}
+        layer {{ name: "rd" type: "Reduction" bottom: "x" top: "rd"
+                reduction_param {{ operation: ASUM axis: {neg} }} }}
+        layer {{ name: "t" type: "Tile" bottom: "x" top: "t" tile_param {{ axis: {neg} tiles: 2 }} }}
+        layer {{ name: "am" type: "ArgMax" bottom: "x" top: "am"
+                argmax_param {{ axis: {neg} top_k: 2 }} }}
+    '''
+    model = _convert_text(text)
+    x = rng.standard_normal(shape).astype("float32")
+    got = {k: to_caffe_layout(keras.ops.convert_to_numpy(v))
+           for k, v in model({"x": to_keras_layout(x)}).items()}
+    e = np.exp(x - x.max(a, keepdims=True))
+    top2 = np.flip(np.argsort(x, axis=a), a).take([0, 1], axis=a).astype("float32")
+    want = {"c": np.concatenate([x, x], a), "s1": x.take(range(point), a),
+            "s2": x.take(range(point, shape[a]), a), "sm": e / e.sum(a, keepdims=True),
+            "rd": np.abs(x).sum(tuple(range(a, nd))), "t": np.concatenate([x, x], a),
+            "am": top2}
+    for k, ref in want.items():
+        np.testing.assert_allclose(got[k], ref, rtol=1e-5, atol=1e-5, err_msg=f"{k}: {text}")

@@ -198,6 +198,11 @@ AXIS = "".join([
     layer("redm", "Reduction", "m", "redm", "reduction_param { operation: MEAN axis: 1 "
                                             "coeff: -2 }"),
     layer("redm2", "Reduction", "m", "redm2", "reduction_param { operation: SUM axis: 2 }"),
+    layer("red5", "Reduction", "f", "red5", "reduction_param { operation: SUMSQ axis: -1 }"),
+    layer("red5c", "Reduction", "f", "red5c", "reduction_param { operation: ASUM axis: 2 }"),
+    layer("am5", "ArgMax", "f", "am5", "argmax_param { axis: 2 }"),
+    layer("am5f", "ArgMax", "f", "am5f", "argmax_param { top_k: 2 out_max_val: true }"),
+    layer("sm5", "Softmax", "f", "sm5", "softmax_param { axis: 3 }"),
     layer("tile1", "Tile", "a", "tile1", "tile_param { axis: 1 tiles: 3 }"),
     layer("tile3", "Tile", "a", "tile3", "tile_param { axis: 3 tiles: 2 }"),
     layer("tile2", "Tile", "a", "tile2", "tile_param { axis: 2 tiles: 2 }"),
@@ -205,9 +210,9 @@ AXIS = "".join([
     layer("tilev", "Tile", "v", "tilev", "tile_param { axis: -1 tiles: 2 }"),
 ])
 AXIS_IN = {"a": (2, 3, 4, 5), "m": (2, 6, 4), "v": (4, 6), "q": (2, 5, 3, 4),
-           "mq": (2, 3, 5)}
+           "mq": (2, 3, 5), "f": (2, 3, 2, 3, 4)}
 case("tensor_axis", AXIS_IN, AXIS, rounded=("q", "mq"))
-case("tensor_axis_batch", AXIS_IN, AXIS, batches={"a": 3, "m": 1, "v": 2, "q": 3, "mq": 4},
+case("tensor_axis_batch", AXIS_IN, AXIS, batches={"a": 3, "m": 1, "v": 2, "q": 3, "mq": 4, "f": 1},
      rounded=("q", "mq"))
 
 

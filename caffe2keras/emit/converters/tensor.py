@@ -303,9 +303,10 @@ def reduction(ctx):
     op = _enum(ctx, p.operation, "ReductionOp")
     axes = sorted(keras_axis(a, nd) for a in range(axis, nd))
     makers = [("reduce", lambda name: Reduction(op, axes, p.coeff, name=name))]
-    # the axes left, in Keras order, named by their Caffe axis; the output is < 4-D
+    # the axes left, in Keras order, named by their Caffe axis, and the output's layout
     kept = [c for k, c in sorted((keras_axis(c, nd), c) for c in range(axis))]
-    perm = [kept.index(c) for c in range(axis)]
+    want = [c for k, c in sorted((keras_axis(c, axis), c) for c in range(axis))]
+    perm = [kept.index(c) for c in want]
     maker = _transpose_maker(perm, "transpose") if perm else None
     if maker:
         makers.append(maker)
