@@ -275,7 +275,8 @@ def test_learned_factor_over_free_batch_axis_is_refused():
 
 # ---------------------------------------------------------------- config and saving
 
-def _all_layers_model():
+@pytest.fixture(scope="module")
+def all_layers_model():
     inp = keras.Input((8, 9, 4), name="x")
     vec = keras.Input((4,), name="v")
     y = GroupedConv2DTranspose(6, 3, strides=2, cropping=1, dilation_rate=(1, 2),
@@ -293,8 +294,8 @@ def _all_layers_model():
     return keras.Model({"x": inp, "v": vec}, {"y": y, "z": z})
 
 
-def test_config_round_trip_gives_the_same_layers():
-    model = _all_layers_model()
+def test_config_round_trip_gives_the_same_layers(all_layers_model):
+    model = all_layers_model
     for layer in model.layers:
         if not type(layer).__module__.startswith("caffe2keras"):
             continue
@@ -302,8 +303,8 @@ def test_config_round_trip_gives_the_same_layers():
         assert clone.get_config() == layer.get_config()
 
 
-def test_keras_save_load_in_safe_mode(tmp_path):
-    model = _all_layers_model()
+def test_keras_save_load_in_safe_mode(all_layers_model, tmp_path):
+    model = all_layers_model
     for w in model.weights:  # non-trivial weights, so a lost weight shows
         w.assign(RNG.uniform(0.5, 1.5, tuple(w.shape)).astype(np.float32))
     feed = {"x": rand(2, 8, 9, 4), "v": rand(2, 4)}
