@@ -212,17 +212,25 @@ def parse_mean(mean):
     return arr.astype(np.float32)
 
 
+def _in_test_phase(entry):
+    """Caffe's NetState rule for phase TEST, level 0, no stages."""
+    def meets(rule):
+        return (not rule.has("phase") or rule.phase in ("TEST", 1)) and not rule.stage \
+            and (not rule.has("min_level") or rule.min_level <= 0) \
+            and (not rule.has("max_level") or rule.max_level >= 0)
+    if entry.include:
+        return any(meets(r) for r in entry.include)
+    return not any(meets(r) for r in entry.exclude)
+
+
 def _test_data_layer(proto, input_name, path):
-    from .net import DATA_TYPES, _included
-    layers = [e for e in (proto.layers or proto.layer)]
+    from .net import DATA_TYPES
+    from .proto.schema import V1_TYPE_NAMES
+
     data = []
-    for e in layers:
-        if proto.layers:   # V1 enum types
-            from .net import V1_TYPE_NAMES
-            type_ = V1_TYPE_NAMES.get(e.type, str(e.type))
-        else:
-            type_ = e.type
-        if type_ in DATA_TYPES and _included(e, "TEST", 0, ()):
+    for e in proto.layers or proto.layer:
+        type_ = V1_TYPE_NAMES.get(e.type, str(e.type)) if proto.layers else e.type
+        if type_ in DATA_TYPES and _in_test_phase(e):
             data.append((e, type_))
     if not data:
         raise CaffeFormatError("has no TEST-phase data layer with a transform_param to "
