@@ -113,18 +113,32 @@ def _included(params: Message, phase, level, stages, path, name) -> bool:
     return not any(_state_meets_rule(r, phase, level, stages) for r in exclude)
 
 
-def _warn_unknown(msg: Message, where: str, path, skip=()):
-    """Warn once per unknown field found anywhere inside ``msg`` (fields named in
-    ``skip`` are left for their own call, with a better ``where``)."""
+MAX_FIELD_WARNINGS = 20  # then one summary: a file full of fork fields is not a flood
+
+
+def _unknown_fields(msg: Message, where: str, out: list, skip=()):
+    """(where, field, message type, position) of every unknown field inside ``msg``
+    (fields named in ``skip`` are left for their own call, with a better ``where``)."""
     for name, pos in msg._unknown:
-        warnings.warn(f"{path}:{pos}: {where}: unknown field '{name}' in {msg._mtype.name} "
-                      f"ignored", CaffeWarning, stacklevel=2)
+        out.append((where, name, msg._mtype.name, pos))
     for key, value in msg._values.items():
         if key in skip:
             continue
         for v in value if isinstance(value, list) else (value,):
             if isinstance(v, Message):
-                _warn_unknown(v, where, path)
+                _unknown_fields(v, where, out)
+    return out
+
+
+def _warn_unknown(found, path):
+    for where, name, mtype, pos in found[:MAX_FIELD_WARNINGS]:
+        warnings.warn(f"{path}:{pos}: {where}: unknown field '{name}' in {mtype} ignored",
+                      CaffeWarning, stacklevel=3)
+    if len(found) > MAX_FIELD_WARNINGS:
+        names = sorted({name for _, name, _, _ in found[MAX_FIELD_WARNINGS:]})
+        warnings.warn(f"{path}: {len(found) - MAX_FIELD_WARNINGS} more unknown fields "
+                      f"ignored ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})",
+                      CaffeWarning, stacklevel=3)
 
 
 def _check_shape(shape, what, path, position=None, layer=None):
@@ -164,7 +178,14 @@ def parse_net(text: str, path="<string>", input_shapes=None, phase="TEST", level
     """Build a Net from prototxt text. ``input_shapes`` ({blob: NCHW shape}) overrides or
     supplies input shapes (needed for a train_val net whose data come from a database)."""
     proto = parse_text(text, "NetParameter", path=path)
-    _warn_unknown(proto, "net", path, skip=("layer", "layers"))
+    unknown = _unknown_fields(proto, "net", [], skip=("layer", "layers"))
+    try:
+        return _build_net(proto, unknown, path, input_shapes, phase, level, stages)
+    finally:  # also when the net is malformed: an unknown field may explain why
+        _warn_unknown(unknown, path)
+
+
+def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
     if proto.layer and proto.layers:
         raise CaffeFormatError("mixes V2 'layer' and deprecated V1 'layers' entries; "
                                "Caffe reads only one kind per file", path=path)
@@ -190,7 +211,7 @@ def parse_net(text: str, path="<string>", input_shapes=None, phase="TEST", level
         name = entry.name
         if not entry.has("name"):
             name = f"{type_ or 'layer'}_{len(layers) + len(dropped)}"
-        _warn_unknown(entry, f"layer '{name}'", path)
+        _unknown_fields(entry, f"layer '{name}'", unknown)
         if not type_:
             raise CaffeFormatError("layer has no type", path=path, position=entry._pos, layer=name)
         if not _included(entry, phase, level, stages, path, name):

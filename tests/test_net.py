@@ -284,3 +284,23 @@ def test_every_shared_prototxt_parses():
         assert n.layers, p
     assert load_net(PROTOTXT_ONLY / "bvlc_googlenet_deploy.prototxt").layer(
         "inception_5b/output").type == "Concat"
+
+
+def test_many_unknown_fields_warn_twenty_times_then_once():
+    body = "".join(f'layer {{ name: "r{i}" type: "ReLU" bottom: "data" top: "r{i}" '
+                   f'fork_knob_{i % 3}: 1 }}\n' for i in range(50))
+    with pytest.warns(CaffeWarning) as rec:
+        net(HEAD + body)
+    msgs = [str(w.message) for w in rec]
+    assert len(msgs) == 21
+    assert msgs[0] == "t.prototxt:4:58: layer 'r0': unknown field 'fork_knob_0' in " \
+                      "LayerParameter ignored"
+    assert msgs[-1] == ("t.prototxt: 30 more unknown fields ignored (fork_knob_0, fork_knob_1, "
+                        "fork_knob_2)")
+
+
+def test_warnings_still_appear_when_the_net_is_then_rejected():
+    with pytest.warns(CaffeWarning, match="unknown field 'kernal_size'"), \
+            pytest.raises(CaffeFormatError, match="duplicate layer name"):
+        net(HEAD + 'layer { name: "a" type: "ReLU" bottom: "data" top: "a" kernal_size: 3 }\n'
+                   'layer { name: "a" type: "ReLU" bottom: "a" top: "a" }')
