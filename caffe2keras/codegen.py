@@ -205,7 +205,10 @@ def constructor_arguments(layer):
     try:
         default = cls(**{k: config[k] for k in required}).get_config()
     except (TypeError, ValueError):   # a class not buildable from its required args alone
-        default = {}
+        import keras
+
+        default = {**keras.layers.Layer().get_config(),
+                   **{p.name: p.default for p in params if p.default is not p.empty}}
     keep = {k for k in keys if k in required or k not in default or
             not _same(default[k], config[k])}
     while True:

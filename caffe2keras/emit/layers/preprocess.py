@@ -76,5 +76,5 @@ class MeanSubtraction(keras.layers.Layer):
         if self.mean is not None:
             config["mean"] = list(self.mean)
         else:
-            config["shape"] = list(self.shape)
+            config["shape"] = tuple(self.shape)
         return config
