@@ -16,6 +16,7 @@ from caffe2keras.inspect import describe
 from .shared import PROTOTXT_ONLY, assert_blob_close, model_files, to_caffe_layout, to_keras_layout
 
 GOLDENS = Path(__file__).resolve().parent / "fixtures" / "fork_goldens"
+F32 = np.float32
 DETECTION_HEADS = ["det_center", "det_cut", "det_corner", "det_corner_size", "det_encoded",
                    "det_eta", "det_per_class", "det_none"]
 
@@ -234,3 +235,112 @@ def test_mobilenet_ssd_converts_fresh_and_runs():
         assert np.all(valid[:, 2] > 0.25)                 # confidence_threshold
         assert np.all(np.diff(valid[:, 2]) <= 0)          # best first
         assert np.all(valid[:, 5] > valid[:, 3]) and np.all(valid[:, 6] > valid[:, 4])
+
+
+# ------------------------------------------- a sequential reference of Caffe's algorithm
+
+def detection_reference(loc, conf, prior, num_classes, share_location=True,
+                        background_label_id=0, code_type="CORNER",
+                        variance_encoded_in_target=False, keep_top_k=-1,
+                        confidence_threshold=None, nms_threshold=0.3, top_k=-1, eta=1.0):
+    """weiliu89/caffe detection_output_layer.cpp Forward_cpu with bbox_util.cpp's
+    DecodeBBox, ApplyNMSFast and JaccardOverlap, loop for loop in float32; returns Caffe's
+    rows (n, 7). Equal scores must not meet at the keep_top_k cut (std::sort)."""
+    f = F32
+    n = loc.shape[0]
+    p = prior.shape[-1] // 4
+    num_loc = 1 if share_location else num_classes
+    priors, variances = prior.reshape(-1, 2, p, 4)[0]
+    thr = f(-np.finfo(np.float32).max) if confidence_threshold is None \
+        else f(confidence_threshold)
+
+    def size(b):
+        return f(0) if b[2] < b[0] or b[3] < b[1] else f((b[2] - b[0]) * (b[3] - b[1]))
+
+    def decode(pb, v, lb):
+        if code_type == "CORNER":
+            return pb + (lb if variance_encoded_in_target else v * lb)
+        pw, ph = f(pb[2] - pb[0]), f(pb[3] - pb[1])
+        if code_type == "CORNER_SIZE":
+            s = np.array([pw, ph, pw, ph], f)
+            return pb + (lb if variance_encoded_in_target else v * lb) * s
+        cx, cy = f((pb[0] + pb[2]) / f(2)), f((pb[1] + pb[3]) / f(2))
+        if variance_encoded_in_target:
+            dcx, dcy = f(lb[0] * pw + cx), f(lb[1] * ph + cy)
+            w, h = f(np.exp(lb[2]) * pw), f(np.exp(lb[3]) * ph)
+        else:
+            dcx, dcy = f(v[0] * lb[0] * pw + cx), f(v[1] * lb[1] * ph + cy)
+            w, h = f(np.exp(f(v[2] * lb[2])) * pw), f(np.exp(f(v[3] * lb[3])) * ph)
+        return np.array([dcx - w / f(2), dcy - h / f(2), dcx + w / f(2), dcy + h / f(2)], f)
+
+    def iou(a, b):
+        iw = f(min(a[2], b[2]) - max(a[0], b[0]))
+        ih = f(min(a[3], b[3]) - max(a[1], b[1]))
+        if not (iw > 0 and ih > 0):
+            return f(0)
+        inter = f(iw * ih)
+        return f(inter / f(f(size(a) + size(b)) - inter))
+
+    rows = []
+    for i in range(n):
+        locs = loc[i].reshape(p, num_loc, 4)
+        scores = conf[i].reshape(p, num_classes)
+        indices = {}
+        for c in range(num_classes):
+            if c == background_label_id:
+                continue
+            boxes = [decode(priors[j], variances[j], locs[j, 0 if share_location else c])
+                     for j in range(p)]
+            cand = sorted((j for j in range(p) if scores[j, c] > thr),
+                          key=lambda j: -scores[j, c])       # stable, as std::stable_sort
+            if top_k > -1:
+                cand = cand[:top_k]
+            kept, adaptive = [], f(nms_threshold)
+            for j in cand:
+                if all(iou(boxes[j], boxes[k]) <= adaptive for k in kept):
+                    kept.append(j)
+                    if eta < 1 and adaptive > 0.5:
+                        adaptive = f(adaptive * f(eta))
+            indices[c] = (kept, boxes)
+        total = sum(len(k) for k, _ in indices.values())
+        if -1 < keep_top_k < total:
+            pairs = sorted(((scores[j, c], c, j) for c, (k, _) in indices.items() for j in k),
+                           key=lambda t: -t[0])[:keep_top_k]
+            chosen = {c: [j for s, cc, j in pairs if cc == c] for c in indices}
+        else:
+            chosen = {c: k for c, (k, _) in indices.items()}
+        for c in sorted(chosen):
+            for j in chosen[c]:
+                rows.append([i, c, scores[j, c], *indices[c][1][j]])
+    return np.array(rows, F32).reshape(-1, 7)
+
+
+@pytest.mark.parametrize("seed,cfg", [
+    (1, {"code_type": "CENTER_SIZE", "keep_top_k": 15, "confidence_threshold": 0.1,
+         "nms_threshold": 0.4, "top_k": 20}),
+    (2, {"code_type": "CORNER", "nms_threshold": 0.2}),                 # inverted boxes too
+    (3, {"code_type": "CORNER_SIZE", "share_location": False, "keep_top_k": 30, "top_k": 200,
+         "background_label_id": 3, "confidence_threshold": 0.05, "nms_threshold": 0.5}),
+    (4, {"code_type": "CENTER_SIZE", "variance_encoded_in_target": True, "eta": 0.7,
+         "nms_threshold": 0.95, "keep_top_k": 40, "confidence_threshold": 0.02}),
+    (5, {"code_type": "CENTER_SIZE", "background_label_id": -1, "share_location": False,
+         "nms_threshold": 0.0, "top_k": 10}),                           # any overlap kills
+])
+def test_detection_output_matches_a_sequential_reference(seed, cfg):
+    rng = np.random.default_rng(seed)
+    n, p, c = 2, 60, 5
+    centers = rng.uniform(0, 1, (p, 2))
+    sizes = rng.uniform(0.05, 0.4, (p, 2))
+    boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], 1).astype(F32)
+    var = np.tile(np.array([0.1, 0.1, 0.2, 0.2], F32), (p, 1))
+    prior = np.stack([boxes.reshape(-1), var.reshape(-1)])[None]
+    num_loc = 1 if cfg.get("share_location", True) else c
+    loc = rng.normal(0, 0.8, (n, p * num_loc * 4)).astype(F32)
+    logits = rng.normal(0, 2, (n, p, c))
+    conf = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(F32)
+    conf = conf.reshape(n, -1)
+    layer = ssd_layers.DetectionOutput(num_classes=c, num_priors=p, **cfg)
+    got = _numpy(layer([loc, conf, prior]))
+    ref = detection_reference(loc, conf, prior, c, **cfg)
+    assert len(ref) > 0
+    assert_detections(got, ref, f"seed {seed}")
