@@ -1130,7 +1130,7 @@ class _Pickler(pickle.Pickler):
     def reducer_override(self, obj):
         if type(obj) is not np.ndarray:
             return NotImplemented
-        a = np.ascontiguousarray(obj)
+        a = obj if obj.flags.c_contiguous else obj.copy(order="C")  # keeps 0-d arrays 0-d
         if a.nbytes > BLOCK_BYTES:
             self.writer.sources[a.ctypes.data] = a.reshape(-1).view(np.uint8)
         return (_RECONSTRUCT, (np.ndarray, (0,), b"b"),
