@@ -345,12 +345,18 @@ class DetectionOutput(keras.layers.Layer):
         return ops.fori_loop(0, k, body, ops.zeros_like(valid))
 
     def call(self, inputs):
-        if keras.config.backend() == "jax" and _has_value(inputs[0]):
-            # Eager jax compiles each new op shape on first use: seconds for this many
-            # small ops. One compiled function costs a fraction of that.
+        backend = keras.config.backend()
+        if backend in ("jax", "tensorflow") and _has_value(inputs[0]):
+            # Called eagerly: this is a few hundred small ops, which eager jax compiles one
+            # by one on first use (seconds) and eager tensorflow dispatches at ~0.1 ms
+            # each. Run them as one compiled function instead.
             if self._jitted is None:
-                import jax
-                self._jitted = jax.jit(self._detect)
+                if backend == "jax":
+                    import jax
+                    self._jitted = jax.jit(self._detect)
+                else:
+                    import tensorflow as tf
+                    self._jitted = tf.function(self._detect, reduce_retracing=True)
             return self._jitted(*inputs[:3])
         return self._detect(*inputs[:3])
 
