@@ -161,8 +161,10 @@ def run_ours(model, feed, raw=None, preprocessor=None):
     if not isinstance(model.input, dict) or not isinstance(model.output, dict):
         raise TypeError("verify needs a model from caffe2keras.convert(): inputs and "
                          "outputs keyed by Caffe blob names")
+    from keras import ops
+
     out = model(x)
-    return {k: _to_caffe(np.asarray(v)) for k, v in out.items()}
+    return {k: _to_caffe(ops.convert_to_numpy(v)) for k, v in out.items()}
 
 
 # --- references -----------------------------------------------------------------------

@@ -200,7 +200,7 @@ def test_wrapped_model_takes_rgb_pixels_and_saves(tmp_path):
     assert kinds[:4] == ["InputLayer", "ChannelReorder", "MeanSubtraction", "Rescaling"]
     assert "Functional" not in kinds                            # one flat graph
     images = rng.integers(0, 256, (2, 11, 13, 3)).astype(np.uint8)
-    want = np.asarray(model({"data": pre(list(images))})["conv"])
+    want = keras.ops.convert_to_numpy(model({"data": pre(list(images))})["conv"])
     got = np.asarray(wrapped.predict({"data": images}, verbose=0)["conv"])
     assert_blob_close(got, want, "conv")
     save_model(wrapped, tmp_path / "m.keras")
