@@ -12,6 +12,7 @@ blobs and against what real Caffe computed with them.
 import pickle
 import pickletools
 import warnings
+from pathlib import Path
 
 import h5py
 import keras
@@ -28,6 +29,7 @@ from caffe2keras.errors import CaffeFormatError, CaffeWarning, UnsupportedLayerE
 from caffe2keras.graph import load_graph
 from caffe2keras.writer import CaffeNetWriter
 
+from . import compute_goldens
 from .shared import (
     CONFORMANCE_CASES,
     MODELS_INDEX,
@@ -41,6 +43,9 @@ from .shared import (
 L = keras.layers
 ALL_FIXTURES = [("conformance", c) for c in CONFORMANCE_CASES] + \
     [("model", k) for k in sorted(MODELS_INDEX)]
+FORK_GOLDENS = Path(__file__).resolve().parent / "fixtures" / "fork_goldens"
+FORK_CASES = sorted(p.name for p in FORK_GOLDENS.iterdir()
+                    if (p / "weights.caffemodel").exists())
 
 
 def fixture_files(kind, name):
@@ -183,20 +188,54 @@ def test_keras_file_equals_convert_weights(kind, name, tmp_path):
         assert np.array_equal(got[k], w), k
 
 
-@pytest.mark.parametrize("kind,name", ALL_FIXTURES)
-def test_keras_free_paths_equal_the_skeleton(kind, name):
+def check_fast_paths(deploy, weights, outputs=None):
     """Where the export works the paths out without Keras, they are the ones read from
     convert()'s model itself."""
-    deploy, weights, _, _ = fixture_files(kind, name)
     graph = load_graph(deploy, weights)
-    keep = {graph.final(b) for b in resolve_outputs(graph, None)}
+    keep = {graph.final(b) for b in resolve_outputs(graph, outputs)}
     fast = export.fast_layout(graph, make_plan(graph, keep), keep)
-    skeleton = export.skeleton_layout(graph, None)
+    skeleton = export.skeleton_layout(graph, outputs)
     if fast is not None:
         paths = layout_paths(skeleton)
         assert {n: p for n, p in layout_paths(fast).items() if n in paths} == paths
         weighted = {s.name for s in make_plan(graph, keep) if any(n.layer.blobs for n in s.nodes)}
         assert fast.in_model & weighted == skeleton.in_model & weighted
+    return fast
+
+
+@pytest.mark.parametrize("kind,name", ALL_FIXTURES)
+def test_keras_free_paths_equal_the_skeleton(kind, name):
+    deploy, weights, _, _ = fixture_files(kind, name)
+    check_fast_paths(deploy, weights)
+    check_fast_paths(deploy, weights, outputs="all")
+
+
+def export_load_compare(deploy, weights, feed, golden, tmp_path):
+    """Export (outputs="all"), load into convert(outputs="all")'s model, every blob."""
+    path = quiet_export(deploy, weights, tmp_path / "w.weights.h5", outputs="all")
+    model = quiet_convert(deploy, outputs="all")
+    model.load_weights(path)
+    got = model({k: to_keras_layout(v) for k, v in feed.items()})
+    check_outputs(got, golden, list(golden))
+
+
+@pytest.mark.parametrize("case", compute_goldens.cases(""))
+def test_keras_file_compute_goldens(case, tmp_path):
+    """The compute-layer variants (Embed, InnerProduct on any axis, grouped and dilated
+    deconvolution, Scale/Bias axes, BatchNorm ranks...) against real Caffe."""
+    deploy, weights, ins, outs = compute_goldens.write_case(case, tmp_path)
+    check_fast_paths(deploy, weights, outputs="all")
+    export_load_compare(deploy, weights, ins, outs, tmp_path)
+
+
+@pytest.mark.parametrize("case", FORK_CASES)
+def test_keras_file_fork_goldens(case, tmp_path):
+    d = FORK_GOLDENS / case
+    deploy, weights = d / "deploy.prototxt", d / "weights.caffemodel"
+    check_fast_paths(deploy, weights, outputs="all")
+    with np.load(d / "inputs.npz") as i, np.load(d / "outputs.npz") as o:
+        feed, golden = dict(i), dict(o)
+    export_load_compare(deploy, weights, feed, golden, tmp_path)
 
 
 @pytest.mark.parametrize("kind,name", [
@@ -309,6 +348,38 @@ def test_keras_format_refuses_unsupported_types(tmp_path):
     with pytest.raises(UnsupportedLayerError, match="keras2-h5 and npz export any net"):
         caffe2keras.export_weights(deploy, weights, tmp_path / "w.weights.h5")
     assert not list(tmp_path.glob("*.h5*"))
+
+
+def test_converter_without_weights_function(tmp_path, monkeypatch):
+    """A converter that sets its layer's weights itself: its blobs go into the keras file
+    unchanged (with a warning) when they fit the layer's variables exactly."""
+    from caffe2keras.emit import registry
+
+    registry.load_builtin()
+
+    def mix(ctx):
+        layer = keras.layers.Dense(4, use_bias=False, name=ctx.name)
+        out = ctx.add(layer, ctx.inputs[0])
+        if ctx.blobs is not None:
+            ctx.set_weights(layer, [ctx.blobs[0]])
+        return [out]
+    monkeypatch.setitem(registry.CONVERTERS, "Mix", mix)
+    rng = np.random.default_rng(5)
+
+    def build(net):
+        net.input("data", (2, 4))
+        net.layer("ip", "InnerProduct", "data", "ip", inner_product_param={"num_output": 4},
+                  blobs=[_rng_blob(rng, 4, 4), _rng_blob(rng, 4)])
+        net.layer("mix", "Mix", "ip", "mix", blobs=[_rng_blob(rng, 4, 4)])
+    deploy, weights = _write_net(tmp_path, build, "mix")
+    with pytest.warns(CaffeWarning, match=r"mix \(Mix, no weights function\)"):
+        path = caffe2keras.export_weights(deploy, weights, tmp_path / "w.weights.h5")
+    model = quiet_convert(deploy)
+    model.load_weights(path)
+    ref = quiet_convert(deploy, weights)
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model({"data": x})["mix"]),
+                                  keras.ops.convert_to_numpy(ref({"data": x})["mix"]))
 
 
 # ------------------------------------------------------------- keras2-h5, by layer name
