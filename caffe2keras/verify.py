@@ -508,7 +508,8 @@ def summary(report):
     text = f"{agree}/{total} blobs agree (worst rel err {worst:.2e})"
     if n.get("deviation"):
         origins = ", ".join(f"'{k}': {v}" for k, v in report.deviations.items())
-        text += (f"; {n['deviation']} differ only where the reference is known to deviate "
+        verb = "differs" if n["deviation"] == 1 else "differ"
+        text += (f"; {n['deviation']} {verb} only where the reference is known to deviate "
                  f"from Caffe ({origins}) - not a conversion error; check those with "
                  f"--reference pycaffe or a dumped file")
     bad = report.failed
