@@ -131,7 +131,7 @@ def build_graph(net: Net, weights: CaffeModel | None = None) -> Graph:
             tops, params = infer(lay, in_shapes)
             for what, shapes in (("output", tops), ("parameter blob", params)):
                 for i, shp in enumerate(shapes):
-                    _check_size(lay, shp, f"{what} {i}")
+                    check_blob_size(lay, shp, f"{what} {i}")
         except CaffeFormatError as e:
             raise e.with_context(path=net.path, layer=lay.name) from None
         for vid, shp in zip(out_ids, tops):
@@ -144,9 +144,10 @@ def build_graph(net: Net, weights: CaffeModel | None = None) -> Graph:
     return g
 
 
-def _check_size(layer, shape, what):
+def check_blob_size(layer, shape, what):
     """Caffe's own blob limits (at most 32 axes, INT_MAX values): a net that asks for more
-    is malformed, and must not make later stages allocate absurd memory."""
+    is malformed, and must not make later stages allocate absurd memory. ``what`` names
+    the blob in the error ("output 0", "parameter blob 1"); None dims are data-decided."""
     if len(shape) > MAX_AXES:
         raise ShapeError(f"{what} would have {len(shape)} axes; Caffe allows at most "
                          f"{MAX_AXES}", layer=layer.name, position=layer.position or None)
@@ -337,5 +338,6 @@ __all__ = [
     "Value",
     "attach_weights",
     "build_graph",
+    "check_blob_size",
     "load_graph",
 ]
