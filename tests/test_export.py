@@ -377,9 +377,10 @@ def test_converter_without_weights_function(tmp_path, monkeypatch):
     model = quiet_convert(deploy)
     model.load_weights(path)
     ref = quiet_convert(deploy, weights)
-    x = rng.standard_normal((2, 4)).astype(np.float32)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model({"data": x})["mix"]),
-                                  keras.ops.convert_to_numpy(ref({"data": x})["mix"]))
+    for v, w in zip(model.weights, ref.weights, strict=True):
+        assert np.array_equal(keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(w))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("mix").kernel),
+                                  load_graph(deploy, weights).nodes[-1].layer.blobs[0])
 
 
 # ------------------------------------------------------------- keras2-h5, by layer name
