@@ -50,7 +50,8 @@ from .pages import release
 
 FORMATS = ("keras", "keras2-h5", "npz", "pickle")
 LAYOUTS = ("caffe", "keras")
-# Layers above this many bytes are transformed and written in slices (output channels).
+# Layers above twice this many bytes are transformed and written in slices of about this
+# size (output channels): small enough for the transposes to stay in cache.
 BLOCK_BYTES = 1 << 20
 # HDF5 keeps attributes in the object header (64 KB); Keras splits longer lists.
 _HDF5_ATTR_LIMIT = 64512
@@ -225,9 +226,11 @@ def compute(fn, ctx, dtype=np.float32) -> _Result:
     """Apply the weights function ``fn`` to the step, in slices when its blobs are large.
 
     Slicing runs ``fn`` on rows of the first layer's blobs (their axis 0: output channels
-    for Convolution and InnerProduct) and is used only if it provably commutes with ``fn``
-    on the data: ``fn(rows 0..2r)`` must equal ``fn(rows 0..r)`` and ``fn(rows r..2r)``
-    joined along one axis per array. Otherwise ``fn`` runs once on the whole blobs.
+    for Convolution and InnerProduct; a slice's context shows only its rows), and is used
+    only if ``fn`` acts row by row on this layer's own data: ``fn(rows 0..2r)`` must equal
+    ``fn(rows 0..r)`` and ``fn(rows r..2r)`` joined along one axis per array, bit for bit.
+    A function that fails on a slice, or reshapes by the layer's full size, runs once on
+    the whole blobs instead (about one layer of memory).
     """
     blobs = ctx.layer.blobs
     total = sum(b.nbytes for b in blobs)
