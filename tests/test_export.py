@@ -239,8 +239,8 @@ def test_keras_file_fork_goldens(case, tmp_path):
 
 
 @pytest.mark.parametrize("kind,name", [
-    ("model", "lenet_mnist_v1"), ("model", "mtcnn_det1"), ("model", "ultraface_rfb320"),
-    ("model", "yufacedetectnet_v1"), ("model", "open_nsfw"), ("conformance", "scale_bias")])
+    ("model", "lenet_mnist_v1"), ("model", "mtcnn_det1"), ("model", "open_nsfw"),
+    ("conformance", "scale_bias")])
 def test_skeleton_paths_equal_what_keras_writes(kind, name, tmp_path):
     """The paths read from the weightless skeleton are the ones Keras's own save_weights
     writes for convert()'s model (branchy nets: order by graph depth, not creation)."""
