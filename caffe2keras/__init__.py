@@ -27,7 +27,10 @@ _LAZY = {
     "Preprocessor": ("preprocess", "Preprocessor"),
 }
 
-__all__ = ["CaffeFormatError", "CaffeWarning", "UnsupportedLayerError", *_LAZY]
+__all__ = ["CaffeFormatError", "CaffeWarning", "Preprocessor", "UnsupportedLayerError",
+           "convert", "export_weights", "load_caffemodel", "load_graph", "load_net",
+           "read_mean", "register_converter", "register_weights"]
+assert set(__all__) >= set(_LAZY)
 
 
 def __getattr__(name):

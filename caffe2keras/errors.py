@@ -29,7 +29,7 @@ class CaffeFormatError(ValueError):
             where += f"layer '{self.layer}': "
         return where + self.detail
 
-    def with_context(self, *, path=None, layer=None) -> "CaffeFormatError":
+    def with_context(self, *, path=None, layer=None) -> CaffeFormatError:
         """Fill in file/layer where the raiser did not know them."""
         return CaffeFormatError(
             self.detail,

@@ -332,12 +332,13 @@ def _fresh(path):
 class _H5Sink:
     """Datasets in an HDF5 file, written whole or slab by slab."""
 
-    def __init__(self, path):
+    def __init__(self, path, userblock=0):
         import h5py
 
         # HDF5 1.10 structures (any h5py of the last years reads them): chunk indexes
         # that cost nothing to write, unlike 1.8's B-trees
-        self.file = h5py.File(_fresh(path), "x", libver=("earliest", "v110"))
+        extra = {"userblock_size": userblock} if userblock else {}
+        self.file = h5py.File(_fresh(path), "x", libver=("earliest", "v110"), **extra)
 
     def group(self, path, attrs=None):
         g = self.file.require_group(path)
@@ -424,7 +425,13 @@ def _set_list_attr(group, name, values):
 
 # ----------------------------------------------------------- Keras 3 (.weights.h5)
 
-def _export_keras3(graph: Graph, path, outputs, skip_unknown, report):
+def _export_keras3(graph: Graph, path, outputs, skip_unknown, report, model=None,
+                   userblock=0, scope=None):
+    """``model``: the converted model built without weights (in a StatelessScope), when
+    the caller has it: its own save walk then gives the paths; ``scope``: that
+    StatelessScope, whose assignments (e.g. a preprocessing mean image) are the values of
+    variables no Caffe blob fills. ``userblock``: bytes HDF5 leaves free at the start of
+    the file (saving.py writes a .keras zip around it)."""
     from .emit.plan import check_supported, make_plan, resolve_outputs
     from .emit.registry import WEIGHTS
 
@@ -436,8 +443,11 @@ def _export_keras3(graph: Graph, path, outputs, skip_unknown, report):
             f"every layer type; keras2-h5 and npz export any net.", path=e.path) from None
     keep = {graph.final(b) for b in resolve_outputs(graph, outputs)}
     plan = make_plan(graph, keep)
-    layout = fast_layout(graph, plan, keep) or skeleton_layout(graph, outputs)
-    sink = _H5Sink(path)
+    if model is not None:
+        layout = layout_from_model(graph, outputs, model)
+    else:
+        layout = fast_layout(graph, plan, keep) or skeleton_layout(graph, outputs)
+    sink = _H5Sink(path, userblock)
     written = set()
     try:
         for step in plan:
@@ -482,7 +492,7 @@ def _export_keras3(graph: Graph, path, outputs, skip_unknown, report):
             for i, var in entry.variables.items():
                 if (name, i) not in written:
                     group, key = entry.place(i)
-                    value = _initial_value(var)
+                    value = _initial_value(var, scope)
                     sink.group(f"{group}/vars", {"name": entry.group_names.get(group, name)}) \
                         .create_dataset(key, data=value)
                     report.layer(name, "no Caffe blob", [], f"{group} (initial value)",
@@ -491,10 +501,13 @@ def _export_keras3(graph: Graph, path, outputs, skip_unknown, report):
         sink.close()
 
 
-def _initial_value(var):
+def _initial_value(var, scope=None):
     import keras
 
-    return keras.ops.convert_to_numpy(var._initializer(var.shape, var.dtype))
+    value = scope.get_current_value(var) if scope is not None else None
+    if value is None:
+        value = var._initializer(var.shape, var.dtype)
+    return keras.ops.convert_to_numpy(value)
 
 
 def _caffe_shapes(step):
@@ -687,11 +700,36 @@ def skeleton_layout(graph: Graph, outputs):
     """The .weights.h5 paths read from the converted model, built without weights: its
     variables are created in a Keras StatelessScope, so none is allocated or initialised.
     Keras's own save walk, run on a store that only records, gives every path."""
+    from .emit.builder import build_model
+
+    with stateless_variables():
+        model = build_model(graph, outputs=outputs, with_weights=False)
+    return layout_from_model(graph, outputs, model)
+
+
+@contextlib.contextmanager
+def stateless_variables():
+    """Variables created inside are deferred: none is allocated or initialised (their
+    ``.value`` is computed from their initializer on demand). Yields the scope, which
+    holds the values assigned inside it."""
     import keras
     from keras.src.backend.common import global_state
+
+    pending = global_state.get_global_attribute("uninitialized_variables")
+    try:
+        with keras.StatelessScope(initialize_variables=False) as scope:
+            yield scope
+    finally:
+        # forget our deferred variables: a later StatelessScope must not allocate them
+        global_state.set_global_attribute("uninitialized_variables", pending)
+
+
+def layout_from_model(graph: Graph, outputs, model):
+    """The .weights.h5 paths of ``model`` (the converted model, or one wrapping it), read
+    from Keras's own save walk run on a store that only records."""
+    import keras
     from keras.src.saving import saving_lib
 
-    from .emit.builder import build_model
     from .emit.plan import make_plan, resolve_outputs
 
     class Recorder(saving_lib.H5IOStore):
@@ -713,16 +751,9 @@ def skeleton_layout(graph: Graph, outputs):
         def close(self):
             pass
 
-    pending = global_state.get_global_attribute("uninitialized_variables")
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            model = build_model(graph, outputs=outputs, with_weights=False)
-        store = Recorder()
-        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
-                               visited_saveables=set())
-    finally:
-        # forget our deferred variables: a later StatelessScope must not allocate them
-        global_state.set_global_attribute("uninitialized_variables", pending)
+    store = Recorder()
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                           visited_saveables=set())
     owner = {}
     for lay in model.layers:
         for i, w in enumerate(lay.weights):

@@ -6,6 +6,7 @@ blob shapes). A dimension that only the data decides (DetectionOutput's row coun
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 from .errors import CaffeFormatError
@@ -374,13 +375,13 @@ def slice_points(layer, shape):
         if len(pts) != n - 1:
             _fail(layer, f"{n} tops need {n - 1} slice_points, found {len(pts)}")
         bounds = [0] + pts + [size]
-        if any(a >= b for a, b in zip(bounds[:-1], bounds[1:])):
+        if any(a >= b for a, b in itertools.pairwise(bounds)):
             _fail(layer, f"slice_points {pts} must increase strictly inside (0, {size})")
     else:
         if size % n:
             _fail(layer, f"axis {axis} of size {size} does not split evenly into {n} tops")
         bounds = [i * size // n for i in range(n + 1)]
-    return axis, list(zip(bounds[:-1], bounds[1:]))
+    return axis, list(itertools.pairwise(bounds))
 
 
 @shape_function("Slice")
@@ -623,7 +624,7 @@ def _upsample(layer, bottoms):
 def interp_size(layer, bottoms):
     p = layer.param("interp_param")
     _rank(layer, bottoms[0], 4)
-    n, c, h, w = bottoms[0]
+    _n, _c, h, w = bottoms[0]
     he, we = h + p.pad_beg + p.pad_end, w + p.pad_beg + p.pad_end
     if p.shrink_factor < 1 or p.zoom_factor < 1:
         _fail(layer, f"shrink_factor ({p.shrink_factor}) and zoom_factor ({p.zoom_factor}) "

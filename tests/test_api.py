@@ -10,8 +10,16 @@ import caffe2keras
 from caffe2keras.errors import UnsupportedLayerError
 from caffe2keras.net import parse_net
 
-from .shared import (PROTOTXT_ONLY, ROOT, assert_blob_close, conformance_files, model_files,
-                     to_caffe_layout, to_keras_layout, to_numpy)
+from .shared import (
+    PROTOTXT_ONLY,
+    ROOT,
+    assert_blob_close,
+    conformance_files,
+    model_files,
+    to_caffe_layout,
+    to_keras_layout,
+    to_numpy,
+)
 
 
 def _convert(*args, **kwargs):
@@ -64,7 +72,7 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
 
     from caffe2keras.saving import save_model
 
-    deploy, weights, inputs, outputs = model_files("ultraface_rfb320")
+    deploy, weights, inputs, _outputs = model_files("ultraface_rfb320")
     model = _convert(deploy, weights)
     path = save_model(model, tmp_path / "m.keras")
     loaded = keras.saving.load_model(path, safe_mode=True)

@@ -6,8 +6,15 @@ import pytest
 
 import caffe2keras
 
-from .shared import (CONFORMANCE_CASES, MODELS_INDEX, assert_blob_close, conformance_files,
-                     model_files, to_caffe_layout, to_keras_layout)
+from .shared import (
+    CONFORMANCE_CASES,
+    MODELS_INDEX,
+    assert_blob_close,
+    conformance_files,
+    model_files,
+    to_caffe_layout,
+    to_keras_layout,
+)
 
 # Blobs whose check belongs to another converter family (SSD detection tail).
 PENDING = {"yufacedetectnet_v1": {"detection_out"}}  # fixed-size rows: test_emit_ssd.py

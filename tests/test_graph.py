@@ -7,8 +7,7 @@ import pytest
 from caffe2keras.errors import CaffeFormatError
 from caffe2keras.graph import load_graph
 
-from .shared import (CONFORMANCE_CASES, MODELS_INDEX, PROTOTXT_ONLY, conformance_files,
-                     model_files)
+from .shared import CONFORMANCE_CASES, MODELS_INDEX, PROTOTXT_ONLY, conformance_files, model_files
 
 
 @pytest.mark.parametrize("case", CONFORMANCE_CASES)

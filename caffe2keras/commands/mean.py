@@ -18,9 +18,8 @@ def run(args) -> int:
     from ..mean import read_binaryproto
 
     mean = read_binaryproto(args.binaryproto)
-    with atomic_output(args.output, suffix=".npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, mean)
+    with atomic_output(args.output, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, mean)
     per_channel = ", ".join(f"{v:.3f}" for v in mean.reshape(mean.shape[0], -1).mean(1)) \
         if mean.ndim == 3 else ""
     print(f"wrote {args.output}: shape {mean.shape}, float32"

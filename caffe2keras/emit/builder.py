@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from ..errors import CaffeFormatError
 from ..graph import Graph

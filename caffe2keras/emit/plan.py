@@ -22,7 +22,7 @@ class Step:
     inputs: list     # value ids
     outputs: list    # value ids
     name: str        # Keras name of the step's main layer (unique, sanitised)
-    names: "Names | None" = None   # for the step's helper layers (padding, transposes)
+    names: Names | None = None   # for the step's helper layers (padding, transposes)
 
     @property
     def node(self) -> Node:
