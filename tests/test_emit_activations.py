@@ -72,7 +72,7 @@ def test_fresh_prelu_starts_as_caffe_fills_it():
         layer { name: "a" type: "PReLU" bottom: "x" top: "a" }
         layer { name: "b" type: "PReLU" bottom: "x" top: "b"
                 prelu_param { filler { type: "constant" value: 0.1 } } }
-    ''', with_weights=False)
+    ''', with_weights=False, fill_fresh=True)
     np.testing.assert_allclose(_np(model.get_layer("a").weights[0]), 0.25)
     np.testing.assert_allclose(_np(model.get_layer("b").weights[0]), 0.1)
 

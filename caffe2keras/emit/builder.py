@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from ..errors import CaffeFormatError
+from ..fillers import fresh_blobs
 from ..graph import Graph
 from ..pages import release
 from .context import LayerContext
@@ -160,7 +161,12 @@ def _infer_late(graph, step):
         node.param_shapes = [tuple(p) for p in params]
 
 
-def build_model(graph: Graph, outputs=None, with_weights=True, name=None) -> keras.Model:
+def build_model(graph: Graph, outputs=None, with_weights=True, name=None,
+                fill_fresh=False, seed=None) -> keras.Model:
+    """The Keras model of ``graph``. with_weights: give layers the graph's Caffe blobs;
+    else fill_fresh draws them from the prototxt's fillers (fillers.py, numpy ``seed``),
+    and without either every variable keeps its Keras initializer (as for a model built
+    with deferred variables, whose values are never computed)."""
     check_supported(graph)
     out_blobs = resolve_outputs(graph, outputs)
     keep = {graph.final(b) for b in out_blobs}
@@ -173,9 +179,14 @@ def build_model(graph: Graph, outputs=None, with_weights=True, name=None) -> ker
         inp = keras.Input(shape=shape[1:], name=iname)
         tensors[blob] = inp
         model_inputs[graph.values[blob].blob] = inp
+    rng = np.random.default_rng(seed) if fill_fresh and not with_weights else None
     for step in plan:
         _infer_late(graph, step)
-        ctx = StepContext(step, graph, tensors, with_weights)
+        if rng is not None:
+            for n in step.nodes:
+                if n.param_shapes and not n.layer.blobs:
+                    n.layer.blobs = fresh_blobs(n.layer, n.param_shapes, rng) or []
+        ctx = StepContext(step, graph, tensors, with_weights or rng is not None)
         outs = CONVERTERS[step.type](ctx)
         if len(outs) != len(step.outputs):
             raise CaffeFormatError(

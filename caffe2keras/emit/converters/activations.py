@@ -55,30 +55,15 @@ def prelu_weights(ctx):
     return {ctx.name: [np.asarray(ctx.blobs[0]).reshape(alpha_shape)]}
 
 
-def _filler_initializer(filler, default):
-    """Keras initializer for a Caffe filler (fresh models start as Caffe would)."""
-    import keras
-
-    if filler is None:
-        return keras.initializers.Constant(default)
-    if filler.type == "constant":
-        return keras.initializers.Constant(filler.value)
-    if filler.type == "uniform":
-        return keras.initializers.RandomUniform(filler.min, filler.max)
-    if filler.type == "gaussian":
-        return keras.initializers.RandomNormal(filler.mean, filler.std)
-    return keras.initializers.Constant(default)
-
-
 @register_converter("PReLU", weights=prelu_weights)
 def prelu(ctx):
     import keras
 
     p = ctx.param("prelu_param")
     shared_axes, _ = _prelu_axes(ctx.in_shapes[0], p.channel_shared)
-    init = _filler_initializer(p.filler if p.has("filler") else None, 0.25)
-    return _one(ctx, keras.layers.PReLU(alpha_initializer=init, shared_axes=shared_axes or None,
-                                        name=ctx.name))
+    # fresh values come from the prototxt's filler (fillers.py); 0.25 is Caffe's default
+    return _one(ctx, keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25),
+                                        shared_axes=shared_axes or None, name=ctx.name))
 
 
 @register_converter("ELU")

@@ -31,17 +31,15 @@ def normalize_weights(ctx):
 @register_converter("Normalize")
 def normalize(ctx):
     from ..layers.ssd import Normalize
-    from .activations import _filler_initializer
 
     p = ctx.param("norm_param")
     shape = ctx.in_shapes[0]
     if len(shape) > 4:
         _fail(ctx, f"Normalize takes at most 4-D inputs (Caffe's legacy channels/height/"
                    f"width), found {list(shape)}")
-    init = _filler_initializer(p.scale_filler if p.has("scale_filler") else None, 1.0)
+    # fresh values come from the prototxt's scale_filler (fillers.py)
     layer = Normalize(across_spatial=p.across_spatial, channel_shared=p.channel_shared,
-                      eps=p.eps, axis=-1 if len(shape) == 4 else 1, scale_initializer=init,
-                      name=ctx.name)
+                      eps=p.eps, axis=-1 if len(shape) == 4 else 1, name=ctx.name)
     return [ctx.add(layer, ctx.inputs[0])]
 
 
