@@ -7,8 +7,7 @@ import pytest
 import caffe2keras
 from caffe2keras.errors import CaffeFormatError
 from caffe2keras.fillers import fill, fresh_blobs
-from caffe2keras.net import parse_net
-from caffe2keras.proto.message import Message
+from caffe2keras.net import Layer, parse_net
 from caffe2keras.proto.text import parse_text
 
 from .shared import PROTOTXT_ONLY, conformance_files, to_numpy
@@ -63,8 +62,8 @@ def test_unset_fillers_start_trainable_not_at_zero():
     assert np.all(fresh_blobs(prelu, [(4,)], rng)[0] == 0.25)
     s, sb = fresh_blobs(scale, [(4,), (4,)], rng)
     assert np.all(s == 1) and np.all(sb == 0)
-    assert fresh_blobs(Message("LayerParameter") and conv.__class__(
-        "x", "Frobnicate", [], [], conv.params), [(2,)], rng) is None
+    # a type without a filler table keeps its Keras initializers
+    assert fresh_blobs(Layer("x", "Frobnicate", [], [], conv.params), [(2,)], rng) is None
 
 
 def test_fresh_models_are_seeded_and_follow_the_prototxt():
