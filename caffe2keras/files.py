@@ -90,8 +90,9 @@ def _looks_text_proto(head: bytes) -> bool:
 
 @contextlib.contextmanager
 def atomic_output(path, suffix=None):
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one
-    rename. An error or Ctrl-C leaves no partial file and the old ``path`` untouched."""
+    """Yield a temporary path beside ``path`` (not yet created); on success the file
+    written there replaces ``path`` in one rename. An error or Ctrl-C leaves no partial
+    file and the old ``path`` untouched."""
     dest = Path(path)
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
@@ -101,6 +102,9 @@ def atomic_output(path, suffix=None):
     suffix = suffix if suffix is not None else "".join(dest.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=parent)
     os.close(fd)
+    # The writer creates the file itself: truncating an existing file instead makes ext4
+    # flush its data to disk on close (0.2 s for 500 MB).
+    os.unlink(tmp)
     try:
         yield tmp
         try:  # replacing a file keeps its mode; a new file gets a normal file's mode
