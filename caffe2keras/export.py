@@ -33,7 +33,6 @@ import contextlib
 import importlib.metadata
 import itertools
 import math
-import os
 import pickle
 import re
 import warnings
@@ -320,15 +319,6 @@ def _same_bits(x, y):
 
 # --------------------------------------------------------------------------- sinks
 
-def _fresh(path):
-    """The temporary file atomic_output made is empty: create it anew rather than
-    truncate it (ext4 writes a truncated file's data to disk when it is closed, which
-    costs a 553 MB export a fifth of a second)."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    return path
-
-
 class _H5Sink:
     """Datasets in an HDF5 file, written whole or slab by slab."""
 
@@ -338,7 +328,7 @@ class _H5Sink:
         # HDF5 1.10 structures (any h5py of the last years reads them): chunk indexes
         # that cost nothing to write, unlike 1.8's B-trees
         extra = {"userblock_size": userblock} if userblock else {}
-        self.file = h5py.File(_fresh(path), "x", libver=("earliest", "v110"), **extra)
+        self.file = h5py.File(path, "x", libver=("earliest", "v110"), **extra)
 
     def group(self, path, attrs=None):
         g = self.file.require_group(path)
@@ -1007,7 +997,7 @@ class _NpzSink:
     are small and wait in memory."""
 
     def __init__(self, path):
-        self.zip = zipfile.ZipFile(_fresh(path), "x", compression=zipfile.ZIP_STORED,
+        self.zip = zipfile.ZipFile(path, "x", compression=zipfile.ZIP_STORED,
                                    allowZip64=True)
         self.streaming = None
         self.queue = []
@@ -1189,7 +1179,7 @@ def _export_pickle(graph: Graph, path, skip_unknown, report):
             report.layer(node.name, node.type, [b.shape for b in blobs],
                          f"[{len(layers) - 1}]['weights']",
                          [b.shape for b in blobs])
-    with open(_fresh(path), "xb") as f:
+    with open(path, "xb") as f:
         _Pickler(_ChunkedWriter(f)).dump(layers)
 
 
