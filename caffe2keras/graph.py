@@ -127,21 +127,41 @@ def build_graph(net: Net, weights: CaffeModel | None = None) -> Graph:
         in_shapes = [values[i].shape for i in in_ids]
         if any(s is None for s in in_shapes):
             continue  # downstream of an unknown layer: shape unknown
-        try:
-            tops, params = infer(lay, in_shapes)
-            for what, shapes in (("output", tops), ("parameter blob", params)):
-                for i, shp in enumerate(shapes):
-                    check_blob_size(lay, shp, f"{what} {i}")
-        except CaffeFormatError as e:
-            raise e.with_context(path=net.path, layer=lay.name) from None
-        for vid, shp in zip(out_ids, tops):
-            values[vid].shape = tuple(shp)
-        node.param_shapes = [tuple(p) for p in params]
+        infer_node(node, values, net.path)
     g = Graph(net, nodes, values, inputs, versions, list(available),
               unsupported=unsupported)
     if weights is not None:
         attach_weights(g, weights)
     return g
+
+
+def infer_node(node, values, path):
+    """Infer ``node``'s top and parameter shapes from its inputs' (all known), within
+    Caffe's blob limits; sets them on ``values`` and ``node``."""
+    lay = node.layer
+    try:
+        tops, params = infer(lay, [values[i].shape for i in node.inputs])
+        for what, shapes in (("output", tops), ("parameter blob", params)):
+            for i, shp in enumerate(shapes):
+                check_blob_size(lay, shp, f"{what} {i}")
+    except CaffeFormatError as e:
+        raise e.with_context(path=path, layer=lay.name) from None
+    for vid, shp in zip(node.outputs, tops):
+        values[vid].shape = tuple(shp)
+    node.param_shapes = [tuple(p) for p in params]
+
+
+def fit_blobs(node, path):
+    """Blobs attached before their layer's shapes were known (downstream of a custom
+    type): give them the shapes the layer implies, or say why they do not fit."""
+    blobs, want = node.layer.blobs, node.param_shapes
+    if not blobs or want is None:
+        return
+    if len(blobs) != len(want) or any(b.size != math.prod(w) for b, w in zip(blobs, want)):
+        raise CaffeFormatError(
+            f"weight blobs {_fmt_shapes([b.shape for b in blobs])} do not fit the "
+            f"{_fmt_shapes(want)} this {node.type} implies", path=path, layer=node.name)
+    node.layer.blobs = [b.reshape(w) for b, w in zip(blobs, want)]
 
 
 def check_blob_size(layer, shape, what):
@@ -339,5 +359,7 @@ __all__ = [
     "attach_weights",
     "build_graph",
     "check_blob_size",
+    "fit_blobs",
+    "infer_node",
     "load_graph",
 ]

@@ -156,3 +156,40 @@ def test_importing_and_inspecting_does_not_import_keras():
             "assert 'keras' not in sys.modules, 'keras imported'")
     subprocess.run([sys.executable, "-c", code, str(model_files("mtcnn_det1")[0])],
                    check=True, capture_output=True, cwd=ROOT)
+
+
+def test_weights_after_a_custom_type_without_shape_function_are_fitted(tmp_path):
+    import keras
+
+    from caffe2keras.emit.registry import CONVERTERS
+    from caffe2keras.writer import CaffeNetWriter
+
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((5, 12)).astype("f4"), rng.standard_normal(5).astype("f4")
+    net = CaffeNetWriter("t")
+    net.input("data", (2, 3, 2, 2))
+    net.layer("d", "Double", "data", "d")
+    net.layer("fc", "InnerProduct", "d", "fc", inner_product_param={"num_output": 5},
+              blobs=[w, b])
+    net.write_prototxt(tmp_path / "d.prototxt")
+    net.write_caffemodel(tmp_path / "w.caffemodel", legacy_dims=True)  # (1, 1, 5, 12)
+
+    @caffe2keras.register_converter("Double")
+    def double(ctx):
+        return [ctx.add(keras.layers.Rescaling(2.0, name=ctx.name), ctx.inputs[0])]
+
+    try:
+        model = _convert(tmp_path / "d.prototxt", tmp_path / "w.caffemodel")
+        x = rng.standard_normal((2, 3, 2, 2)).astype("f4")
+        got = to_numpy(model({"data": to_keras_layout(x)})["fc"])
+        np.testing.assert_allclose(got, (2 * x).reshape(2, -1) @ w.T + b, rtol=1e-5, atol=1e-5)
+        bad = CaffeNetWriter("t")
+        bad.input("data", (2, 3, 2, 2))
+        bad.layer("d", "Double", "data", "d")
+        bad.layer("fc", "InnerProduct", "d", "fc", inner_product_param={"num_output": 5},
+                  blobs=[w[:, :10], b])
+        bad.write_caffemodel(tmp_path / "bad.caffemodel")
+        with pytest.raises(caffe2keras.CaffeFormatError, match=r"fc.*\[5, 10\].*\[5, 12\]"):
+            _convert(tmp_path / "d.prototxt", tmp_path / "bad.caffemodel")
+    finally:
+        CONVERTERS.pop("Double", None)

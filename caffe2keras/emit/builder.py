@@ -145,20 +145,15 @@ def _caffe_shape(keras_shape_, graph):
 def _infer_late(graph, step):
     """Shapes downstream of a layer type without a shape function were unknown when the
     graph was built; the converted tensors have filled them in by now."""
-    from ..shapes import SHAPE_FUNCTIONS, infer
+    from ..graph import fit_blobs, infer_node
+    from ..shapes import SHAPE_FUNCTIONS
     for node in step.nodes:
         if node.param_shapes is not None or node.type not in SHAPE_FUNCTIONS:
             continue
-        ins = [graph.values[v].shape for v in node.inputs]
-        if any(s is None for s in ins):
+        if any(graph.values[v].shape is None for v in node.inputs):
             continue
-        try:
-            tops, params = infer(node.layer, ins)
-        except CaffeFormatError as e:
-            raise e.with_context(path=graph.net.path, layer=node.name) from None
-        for vid, shp in zip(node.outputs, tops):
-            graph.values[vid].shape = tuple(shp)
-        node.param_shapes = [tuple(p) for p in params]
+        infer_node(node, graph.values, graph.net.path)
+        fit_blobs(node, graph.net.path)
 
 
 def build_model(graph: Graph, outputs=None, with_weights=True, name=None,
