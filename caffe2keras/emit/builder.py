@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import keras
 import numpy as np
@@ -196,5 +197,9 @@ def build_model(graph: Graph, outputs=None, with_weights=True, name=None,
         for n in step.nodes:  # their values now live in Keras variables
             release(n.layer.blobs)
     model_outputs = {b: tensors[graph.final(b)] for b in out_blobs}
-    return keras.Model(inputs=model_inputs, outputs=model_outputs,
-                       name=keras_name(name or graph.net.name or "caffe_model"))
+    with warnings.catch_warnings():
+        # inputs are keyed by Caffe blob names; Keras wants the Input's own name, which
+        # cannot hold '/' and the like (a warning only: the dict maps them all the same)
+        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
+        return keras.Model(inputs=model_inputs, outputs=model_outputs,
+                           name=keras_name(name or graph.net.name or "caffe_model"))
