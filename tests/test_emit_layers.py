@@ -315,3 +315,27 @@ def test_keras_save_load_in_safe_mode(all_layers_model, tmp_path):
     after = {k: keras.ops.convert_to_numpy(v) for k, v in loaded(feed).items()}
     for k, value in before.items():
         close(after[k], value, 1e-6)
+
+
+@pytest.mark.parametrize("kernel,strides,dilation,padding,multiplier", [
+    (3, 1, 1, "same", 1), (3, 2, 1, "valid", 1), (3, 1, 2, "same", 1), (5, 2, 1, "same", 1),
+    ((3, 1), (2, 1), 1, "valid", 2), (7, 1, 1, "valid", 3),
+])
+def test_depthwise_conv2d_taps_equal_keras(kernel, strides, dilation, padding, multiplier):
+    """Our DepthwiseConv2D (taps as multiply-adds on JAX) against Keras's own call."""
+    from caffe2keras.emit.layers.conv import DepthwiseConv2D
+
+    x = np.random.default_rng(1).standard_normal((2, 11, 12, 4)).astype("float32")
+    ours = DepthwiseConv2D(kernel, strides=strides, dilation_rate=dilation, padding=padding,
+                           depth_multiplier=multiplier, use_bias=True)
+    ours.build(x.shape)
+    ours.bias.assign(np.arange(4 * multiplier, dtype="float32"))
+    ref = keras.layers.DepthwiseConv2D(kernel, strides=strides, dilation_rate=dilation,
+                                       padding=padding, depth_multiplier=multiplier)
+    ref.build(x.shape)
+    ref.set_weights(ours.get_weights())
+    got = keras.ops.convert_to_numpy(ours(x))
+    want = keras.ops.convert_to_numpy(ref(x))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert type(DepthwiseConv2D.from_config(ours.get_config())) is DepthwiseConv2D

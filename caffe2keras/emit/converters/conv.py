@@ -62,7 +62,7 @@ def _split_stride(s, d):
 def convolution(ctx):
     import keras
 
-    from ..layers.conv import Subsample2D
+    from ..layers.conv import DepthwiseConv2D, Subsample2D
 
     p = ctx.param("convolution_param")
     k, s, pad, d = conv_geometry(ctx.layer)
@@ -72,7 +72,7 @@ def convolution(ctx):
     common = {"strides": s, "dilation_rate": d, "use_bias": p.bias_term,
               "padding": padding, "name": ctx.name}
     if _is_depthwise(ctx):
-        conv = keras.layers.DepthwiseConv2D(
+        conv = DepthwiseConv2D(
             k, depth_multiplier=p.num_output // ctx.in_shapes[0][1], **common)
     else:
         conv = keras.layers.Conv2D(p.num_output, k, groups=_groups(ctx), **common)

@@ -187,3 +187,43 @@ class GroupedConv2DTranspose(keras.layers.Layer):
                 "groups": self.groups, "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer)}
+
+
+@keras.saving.register_keras_serializable(package="caffe2keras")
+class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """Keras's DepthwiseConv2D (same weights, config and training) that, on the JAX
+    backend, computes small kernels as one multiply-add per kernel tap: XLA's CPU
+    depthwise convolution is 15-30x slower than that (MobileNet-SSD: 144 -> 30 ms)."""
+
+    _MAX_TAPS = 49
+
+    def call(self, inputs):
+        kh, kw = self.kernel_size
+        h, w = inputs.shape[1], inputs.shape[2]
+        if (keras.backend.backend() != "jax" or self.data_format != "channels_last"
+                or kh * kw > self._MAX_TAPS or h is None or w is None):
+            return super().call(inputs)
+        (sh, sw), (dh, dw) = self.strides, self.dilation_rate
+        if self.padding == "same":
+            pads = []
+            for size, k, s, d in ((h, kh, sh, dh), (w, kw, sw, dw)):
+                total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+                pads.append((total // 2, total - total // 2))
+            inputs = ops.pad(inputs, [(0, 0), *pads, (0, 0)])
+            h, w = h + sum(pads[0]), w + sum(pads[1])
+        oh = (h - (kh - 1) * dh - 1) // sh + 1
+        ow = (w - (kw - 1) * dw - 1) // sw + 1
+        m = self.depth_multiplier
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                tap = inputs[:, i * dh:i * dh + (oh - 1) * sh + 1:sh,
+                             j * dw:j * dw + (ow - 1) * sw + 1:sw, :]
+                k = self.kernel[i, j]  # (C, m)
+                term = tap * k[:, 0] if m == 1 else ops.expand_dims(tap, -1) * k
+                out = term if out is None else out + term
+        if m > 1:
+            out = ops.reshape(out, (-1, oh, ow, out.shape[-2] * m))
+        if self.use_bias:
+            out = out + self.bias
+        return self.activation(out) if self.activation is not None else out
