@@ -24,6 +24,7 @@ import numpy as np
 
 from .files import atomic_output
 from .proto.schema import ENUMS, MESSAGES, V1_TYPE_NAMES
+from .proto.wire import encode_varint as varint
 
 # Fields caffe.proto declares [packed = true]; other repeated scalars are written unpacked,
 # as protobuf (and so Caffe) writes them.
@@ -282,18 +283,6 @@ def _write_part(f, part):
 
 # -- protobuf binary --------------------------------------------------------------------
 
-def varint(v: int) -> bytes:
-    if v < 0:
-        v += 1 << 64  # negative int32/int64: ten bytes, two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def _tag(number, wire):

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from caffe2keras.errors import CaffeFormatError
+from caffe2keras.proto.wire import encode_varint
 
 from .shared import CONFORMANCE, CONFORMANCE_CASES, MODELS, MODELS_INDEX, ROOT
 
@@ -160,16 +161,6 @@ def _rand_varint_value(rng, old):
                        rng.randrange(1 << rng.randrange(1, 64))])
 
 
-def _enc_varint(v):
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def mutate_binary(rng: random.Random, data: bytes, fields, others) -> tuple[bytes, str]:
@@ -209,13 +200,13 @@ def mutate_binary(rng: random.Random, data: bytes, fields, others) -> tuple[byte
     elif op == "length" and lengths:
         at = rng.choice(lengths)
         old, end = _varint(buf, at, n)
-        buf[at:end] = _enc_varint(_rand_varint_value(rng, old))
+        buf[at:end] = encode_varint(_rand_varint_value(rng, old))
     elif op == "tag" and tags:
         at = rng.choice(tags)
         old, end = _varint(buf, at, n)
         new = rng.choice([(old & ~7) | rng.randrange(8), old ^ (1 << rng.randrange(3, 12)),
                           rng.choice([8, 0x0A, 0x7A, 0x3A, 802, 18, 0x52, 0])])
-        buf[at:end] = _enc_varint(new)
+        buf[at:end] = encode_varint(new)
     elif op == "varint_run":
         i = rng.randrange(n)
         buf[i:i + rng.randint(1, 20)] = b"\x80" * rng.randint(1, 20)

@@ -223,41 +223,36 @@ def _generic_message(toks, depth):
     open_tok = toks.next("'{'")
     close = "}" if open_tok[1] == "{" else ">"
     out = {}
-    while True:
-        tok = toks.peek()
-        if tok is None:
-            raise toks.error(f"unexpected end of file, expected {close!r} to close the block "
-                             f"opened at {open_tok[2]}:{open_tok[3]}", *toks.end_pos)
-        if tok[1] == close:
-            toks.next(close)
-            return out
-        if tok[1] in (";", ","):
-            toks.next(tok[1])
-            continue
-        if tok[0] != "ident":
-            raise toks.error(f"expected a field name, found {tok[1]!r}", tok[2], tok[3])
-        toks.next("field name")
+    for tok in _field_names(toks, close, open_tok):
         out.setdefault(tok[1], []).append(_generic_value(toks, depth))
+    return out
 
 
-def _parse_fields(toks, msg: Message, close, depth, open_tok=None):
-    mtype = msg._mtype
+def _field_names(toks, close, open_tok):
+    """Each field-name token of a block, up to its ``close`` (None: the end of file),
+    skipping the optional ';' and ',' separators."""
     while True:
         tok = toks.peek()
         if tok is None:
             if close is None:
-                return msg
+                return
             raise toks.error(f"unexpected end of file, expected {close!r} to close the block "
                              f"opened at {open_tok[2]}:{open_tok[3]}", *toks.end_pos)
         if tok[1] == close:
             toks.next(close)
-            return msg
+            return
         if tok[1] in (";", ","):
             toks.next(tok[1])
             continue
         if tok[0] != "ident":
             raise toks.error(f"expected a field name, found {tok[1]!r}", tok[2], tok[3])
         toks.next("field name")
+        yield tok
+
+
+def _parse_fields(toks, msg: Message, close, depth, open_tok=None):
+    mtype = msg._mtype
+    for tok in _field_names(toks, close, open_tok):
         name = tok[1]
         field = mtype.by_name.get(name)
         if field is None:
@@ -307,6 +302,7 @@ def _parse_fields(toks, msg: Message, close, depth, open_tok=None):
             # wild do it (e.g. kernel_size twice), and the last value is what C++ keeps.
             msg._values[name] = values[-1]
             _mark_alias(msg, field)
+    return msg
 
 
 def _mark_alias(msg, field):

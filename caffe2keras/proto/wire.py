@@ -189,7 +189,7 @@ class Decoder:
         size = dt.itemsize
         if pos + size > end:
             raise self.error(f"'{f.name}' value runs past the end of its message", pos)
-        raw_tag = _encode_varint(tag)
+        raw_tag = encode_varint(tag)
         nxt = pos + size
         if self.buf[nxt:nxt + len(raw_tag)] != raw_tag or nxt + len(raw_tag) + size > end:
             return nxt, _STRUCT[kind].unpack_from(self.buf, pos)[0]
@@ -251,7 +251,10 @@ class Decoder:
         raise self.error(f"invalid wire type {wire} for field {number}", pos)
 
 
-def _encode_varint(v):
+def encode_varint(v: int) -> bytes:
+    """Protobuf's varint; negative int32/int64 take ten bytes (two's complement)."""
+    if v < 0:
+        v += 1 << 64
     out = bytearray()
     while True:
         b = v & 0x7F

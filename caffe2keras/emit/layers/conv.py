@@ -7,6 +7,7 @@ from keras import ops
 
 
 def _pair(v, what):
+    """An (h, w) pair from one int or two (for the 2-D layers here and in pooling.py)."""
     if isinstance(v, int):
         return (v, v)
     v = tuple(int(x) for x in v)

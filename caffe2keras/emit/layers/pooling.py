@@ -7,18 +7,12 @@ import numpy as np
 from keras import ops
 
 from ...shapes import pooled_size
+from .conv import _pair
 
 METHODS = ("max", "ave", "stochastic")
 _FLT_MIN = float(np.finfo(np.float32).tiny)  # Caffe's starting sum for STOCHASTIC
 
 
-def _pair(v, what):
-    if isinstance(v, int):
-        return (v, v)
-    v = tuple(int(x) for x in v)
-    if len(v) != 2:
-        raise ValueError(f"{what} needs 1 or 2 values, got {v}")
-    return v
 
 
 @keras.saving.register_keras_serializable(package="caffe2keras")
