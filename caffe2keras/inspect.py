@@ -29,19 +29,27 @@ def describe(graph: Graph) -> dict:
         count = sum(math.prod(s) for s in pshapes)
         total += count
         weighted += bool(pshapes)
-        layers.append({
+        entry = {
             "name": n.name, "type": n.type, "bottoms": list(n.layer.bottoms),
             "tops": list(n.layer.tops),
-            "top_shapes": [_json_shape(graph.values[v].shape) for v in n.outputs],
+            "top_shapes": [_caffe_shape(graph, n, v) for v in n.outputs],
             "param_shapes": [list(s) for s in pshapes], "param_count": count,
             "supported": n.type in supported,
-        })
+        }
+        if n.type == "DetectionOutput" and graph.values[n.outputs[0]].shape:
+            rows = graph.values[n.outputs[0]].shape[1]
+            entry["max_rows"] = rows
+            entry["note"] = (f"Caffe's top holds one row per detection (up to {rows}); "
+                             f"the converted model gives a fixed (N, {rows}, 7) block, "
+                             f"unused rows -1")
+        layers.append(entry)
     info = {
         "name": graph.net.name, "prototxt": graph.net.path, "format": graph.net.format,
         "weights": graph.weights_path,
         "weights_bytes": os.path.getsize(graph.weights_path) if graph.weights_path else None,
         "inputs": {b: list(s) for b, s in graph.net.inputs.items()},
-        "outputs": {b: _json_shape(graph.shape(b)) for b in graph.outputs},
+        "outputs": {b: _caffe_shape(graph, graph.values[graph.final(b)].producer,
+                                    graph.final(b)) for b in graph.outputs},
         "unsupported": unsupported,
         "layers": layers,
         "totals": {"layers": len(graph.nodes), "layers_with_params": weighted,
@@ -55,6 +63,15 @@ def describe(graph: Graph) -> dict:
 
 def _json_shape(s):
     return None if s is None else [d for d in s]
+
+
+def _caffe_shape(graph, node, value_id):
+    """A blob's shape as Caffe reports it. DetectionOutput's row count is decided by the
+    data (None here); the graph holds the converted model's fixed block instead."""
+    s = graph.values[value_id].shape
+    if node is not None and node.type == "DetectionOutput" and s is not None:
+        return [1, 1, None, s[-1]]
+    return _json_shape(s)
 
 
 def _mb(n):
@@ -115,4 +132,7 @@ def format_table(info: dict) -> str:
         out.append(f"Note: the weights hold layer '{x}', which the prototxt lacks (ignored)")
     for n in info["notes"]:
         out.append(f"Note: {n['layer']}: {n['text']}")
+    for lay in info["layers"]:
+        if lay.get("note"):
+            out.append(f"Note: {lay['name']}: {lay['note']}")
     return "\n".join(out)
