@@ -317,25 +317,45 @@ def test_keras_save_load_in_safe_mode(all_layers_model, tmp_path):
         close(after[k], value, 1e-6)
 
 
+def _depthwise_reference(x, kernel, bias, strides, dilation, padding):
+    """Depthwise convolution by its definition, in numpy (NHWC, kernel (kh, kw, C, m))."""
+    kh, kw, c, m = kernel.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    n, h, w, _ = x.shape
+    if padding == "same":
+        pads = []
+        for size, k, s, d in ((h, kh, sh, dh), (w, kw, sw, dw)):
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+        x = np.pad(x, [(0, 0), *pads, (0, 0)])
+        h, w = x.shape[1:3]
+    oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
+    out = np.zeros((n, oh, ow, c, m), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            tap = x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
+            out += tap[..., None] * kernel[i, j]
+    return out.reshape(n, oh, ow, c * m) + bias
+
+
 @pytest.mark.parametrize("kernel,strides,dilation,padding,multiplier", [
     (3, 1, 1, "same", 1), (3, 2, 1, "valid", 1), (3, 1, 2, "same", 1), (5, 2, 1, "same", 1),
-    ((3, 1), (2, 1), 1, "valid", 2), (7, 1, 1, "valid", 3),
+    ((3, 1), (2, 1), 1, "valid", 2), (7, 1, 1, "valid", 3), (3, 1, (2, 1), "valid", 1),
 ])
-def test_depthwise_conv2d_taps_equal_keras(kernel, strides, dilation, padding, multiplier):
-    """Our DepthwiseConv2D (taps as multiply-adds on JAX) against Keras's own call."""
+def test_depthwise_conv2d_equals_its_definition(kernel, strides, dilation, padding, multiplier):
+    """Our DepthwiseConv2D (taps as multiply-adds on JAX and for uneven strides, which
+    TensorFlow's own op refuses) against the definition."""
     from caffe2keras.emit.layers.conv import DepthwiseConv2D
 
     x = np.random.default_rng(1).standard_normal((2, 11, 12, 4)).astype("float32")
-    ours = DepthwiseConv2D(kernel, strides=strides, dilation_rate=dilation, padding=padding,
-                           depth_multiplier=multiplier, use_bias=True)
-    ours.build(x.shape)
-    ours.bias.assign(np.arange(4 * multiplier, dtype="float32"))
-    ref = keras.layers.DepthwiseConv2D(kernel, strides=strides, dilation_rate=dilation,
-                                       padding=padding, depth_multiplier=multiplier)
-    ref.build(x.shape)
-    ref.set_weights(ours.get_weights())
-    got = keras.ops.convert_to_numpy(ours(x))
-    want = keras.ops.convert_to_numpy(ref(x))
+    layer = DepthwiseConv2D(kernel, strides=strides, dilation_rate=dilation, padding=padding,
+                            depth_multiplier=multiplier, use_bias=True)
+    layer.build(x.shape)
+    layer.bias.assign(np.arange(4 * multiplier, dtype="float32"))
+    kernel_np = keras.ops.convert_to_numpy(layer.kernel.value)
+    want = _depthwise_reference(x, kernel_np, np.arange(4 * multiplier), layer.strides,
+                                layer.dilation_rate, padding)
+    got = keras.ops.convert_to_numpy(layer(x))
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    assert type(DepthwiseConv2D.from_config(ours.get_config())) is DepthwiseConv2D
+    assert type(DepthwiseConv2D.from_config(layer.get_config())) is DepthwiseConv2D

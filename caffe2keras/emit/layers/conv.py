@@ -192,17 +192,21 @@ class GroupedConv2DTranspose(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="caffe2keras")
 class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    """Keras's DepthwiseConv2D (same weights, config and training) that, on the JAX
-    backend, computes small kernels as one multiply-add per kernel tap: XLA's CPU
-    depthwise convolution is 15-30x slower than that (MobileNet-SSD: 144 -> 30 ms)."""
+    """Keras's DepthwiseConv2D (same weights, config and training) computed as one
+    multiply-add per kernel tap where the backend's own op falls short: on JAX, whose CPU
+    depthwise convolution is 15-30x slower than that (MobileNet-SSD: 144 -> 34 ms), and
+    wherever strides or dilations differ between height and width (TensorFlow's depthwise
+    op refuses them)."""
 
     _MAX_TAPS = 49
 
     def call(self, inputs):
         kh, kw = self.kernel_size
         h, w = inputs.shape[1], inputs.shape[2]
-        if (keras.backend.backend() != "jax" or self.data_format != "channels_last"
-                or kh * kw > self._MAX_TAPS or h is None or w is None):
+        uneven = self.strides[0] != self.strides[1] or \
+            self.dilation_rate[0] != self.dilation_rate[1]
+        fast = keras.backend.backend() == "jax" and kh * kw <= self._MAX_TAPS
+        if not (uneven or fast) or self.data_format != "channels_last" or h is None or w is None:
             return super().call(inputs)
         (sh, sw), (dh, dw) = self.strides, self.dilation_rate
         if self.padding == "same":
