@@ -84,6 +84,12 @@ class Decoder:
                              f"message (file truncated or corrupted)", pos)
         return new
 
+    def _entry_context(self, pos):
+        """How to name a layer entry whose name has not been read yet."""
+        if self.last_layer is not None:
+            return f"(unnamed yet: the entry at byte {pos}, after layer '{self.last_layer}')"
+        return f"(unnamed yet: the first entry, at byte {pos})"
+
     def message(self, type_name, pos=0, end=None) -> Message:
         """Decode one message spanning buf[pos:end]."""
         end = self.size if end is None else end
@@ -93,9 +99,7 @@ class Decoder:
         is_layer = type_name in _LAYER_TYPES
         if is_layer:
             outer = self.layer
-            self.layer = (f"(unnamed yet: the entry at byte {pos}, after layer "
-                          f"'{self.last_layer}')" if self.last_layer is not None else
-                          f"(unnamed yet: the first entry, at byte {pos})")
+            self.layer = self._entry_context(pos)
         chunks = {}  # float field -> [arrays]: joined once at the end, never pairwise
         while pos < end:
             tag_pos = pos
@@ -140,7 +144,11 @@ class Decoder:
                 pos = self.skip(wire, pos, end, number)
                 continue
             if kind == "message":
+                if f.type in _LAYER_TYPES:  # a cut-off entry: say which one it was
+                    outer_entry, self.layer = self.layer, self._entry_context(pos)
                 n, pos, stop = self.length(pos, end, f"'{f.name}' ({type_name})")
+                if f.type in _LAYER_TYPES:
+                    self.layer = outer_entry
                 value = self.message(f.type, pos, stop)
                 pos = stop
             elif f.repeated and kind in _NP:
