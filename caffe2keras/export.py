@@ -134,15 +134,20 @@ def _pick_format(out: Path, fmt):
 class _Report:
     """Verbose lines and the one warning about layers written unchanged."""
 
-    def __init__(self, verbose, log):
+    def __init__(self, verbose, log, progress=None):
         self.verbose = verbose
         self.log = log or print
         self.unknown = []      # (layer, type, why)
         self.skipped = []
+        self.progress = progress  # called with the float32 bytes done so far
+        self.done = 0
 
     def layer(self, name, type_, caffe_shapes, dest, shapes):
         if self.verbose:
             self.log(f"{name} ({type_}): {_fmt(caffe_shapes)} -> {dest}: {_fmt(shapes)}")
+        if self.progress is not None:
+            self.done += 4 * sum(math.prod(s) for s in caffe_shapes)
+            self.progress(self.done)
 
     def warn_unknown(self, graph):
         if self.unknown:

@@ -53,15 +53,15 @@ def save_model(model, path):
     return str(path)
 
 
-def convert_to_file(graph, path, outputs=None, wrap=None):
+def convert_to_file(graph, path, outputs=None, wrap=None, progress=None):
     """Write the model ``convert()`` would build from ``graph`` (with its weights) to the
     .keras file ``path``, optionally wrapped by ``wrap(model) -> model`` (preprocessing).
-    Returns the model built without weights (for its summary)."""
+    ``progress(bytes_done)`` is called as the weights are written. Returns the model
+    built without weights (for its summary)."""
     from .emit.builder import build_model
     from .export import _export_keras3, _Report, stateless_variables
 
-    weight_bytes = sum(4 * b.size for n in graph.nodes for b in n.layer.blobs)
-    if graph.weights_path is None or weight_bytes > _ZIP_LIMIT - (64 << 20):
+    if graph.weights_path is None or graph_bytes(graph) > _ZIP_LIMIT - (64 << 20):
         # fresh weights come from Keras's initializers; a model this big needs zip64
         model = build_model(graph, outputs=outputs, with_weights=graph.weights_path is not None)
         if wrap is not None:
@@ -76,10 +76,15 @@ def convert_to_file(graph, path, outputs=None, wrap=None):
     with atomic_output(path, suffix=".keras") as tmp:
         entries = [("config.json", config.encode()), ("metadata.json", metadata.encode())]
         prefix, userblock, weights_header_at = _layout_prefix(entries)
-        _export_keras3(graph, tmp, outputs, False, _Report(False, None), model=model,
-                       userblock=userblock, scope=scope)
+        _export_keras3(graph, tmp, outputs, False, _Report(False, None, progress),
+                       model=model, userblock=userblock, scope=scope)
         _finish_zip(tmp, prefix, userblock, weights_header_at)
     return model
+
+
+def graph_bytes(graph):
+    """Bytes of the graph's weights as float32."""
+    return sum(4 * b.size for n in graph.nodes for b in n.layer.blobs)
 
 
 def _model_json(model):

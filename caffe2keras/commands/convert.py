@@ -36,7 +36,8 @@ def run(args) -> int:
 
     from ..graph import load_graph
     from ..preprocess import any_given, from_args
-    from ..saving import convert_to_file
+    from ..progress import ProgressBar
+    from ..saving import convert_to_file, graph_bytes
 
     if not args.output.endswith(".keras"):
         raise CaffeFormatError("output must end in .keras (Keras 3's model format)",
@@ -46,8 +47,12 @@ def run(args) -> int:
     pre = from_args(args, args.deploy, shapes) if args.preprocess or any_given(args) else None
     graph = load_graph(args.deploy, args.weights, input_shapes=shapes)
     outputs = args.outputs if args.outputs != "all" else "all"
-    model = convert_to_file(graph, args.output, outputs=outputs,
-                            wrap=pre.wrap if pre is not None else None)
+    bar = ProgressBar(graph_bytes(graph), f"writing {args.output}")
+    try:
+        model = convert_to_file(graph, args.output, outputs=outputs,
+                                wrap=pre.wrap if pre is not None else None, progress=bar)
+    finally:
+        bar.close()
     t1 = time.perf_counter()
     params = model.count_params()
     print(f"wrote {args.output}: {len(graph.nodes)} Caffe layers -> {len(model.layers)} Keras "
