@@ -82,3 +82,13 @@ def test_fresh_batchnorm_starts_as_keras_does():
     bn = model.get_layer("bn2")
     mean, var = (to_numpy(w.value) for w in bn.weights[-2:])
     assert np.all(mean == 0) and np.all(var == 1)
+
+
+def test_bilinear_filler_equals_the_weights_real_caffe_drew():
+    """deconv_group_bilinear's first layer was initialised by Caffe's bilinear filler."""
+    from caffe2keras.caffemodel import load_caffemodel
+
+    _, weights, _, _ = conformance_files("deconv_group_bilinear")
+    caffe = load_caffemodel(weights).layers["up"].blobs[0]
+    ours = fill(_filler('type: "bilinear"'), caffe.shape, np.random.default_rng(0))
+    np.testing.assert_array_equal(ours, caffe.array())
