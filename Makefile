@@ -46,8 +46,13 @@ $(VENV)/.demo-installed: pyproject.toml | $(STAMP)
 demo: venv backend $(VENV)/.demo-installed
 	$(BIN)/python demo/demo.py
 
+# The benchmarks behind BENCHMARKS.md (several minutes; run on an idle machine).
 bench: venv backend
+	$(BIN)/python -m pip install -q "jax>=0.4.20" "tensorflow-cpu>=2.16" "torch==2.13.0"
 	$(BIN)/python bench/bench_read.py
+	$(BIN)/python bench/bench_export.py
+	$(BIN)/python bench/bench_convert.py
+	$(BIN)/python bench/bench_layers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
