@@ -60,8 +60,8 @@ CASES = {
     "varint past the end": (
         lambda t: (_prototxt(t, CONV), _write(t, "w.caffemodel", _ld(100, _ld(1, b"conv"))
                                               + b"\xa2\x06\xff\xff")),
-        ["w.caffemodel:byte 11: layer '(unnamed yet: the entry at byte 11, after layer "
-         "'conv')': truncated varint (file cut short or corrupted)"]),
+        [("w.caffemodel:byte 11: layer '(unnamed yet: the entry at byte 11, after layer "
+         "'conv')': truncated varint (file cut short or corrupted)")]),
     "blob data disagree with its shape": (
         lambda t: (_prototxt(t, CONV), _weights(
             t, _ld(7, _ld(1, varint(2) + varint(3))) + _ld(5, np.zeros(5, "<f4").tobytes()))),
