@@ -45,6 +45,22 @@ def normalize(ctx):
 
 # ----------------------------------------------------------------------------- PriorBox
 
+def _hw_setting(ctx, p, one, h, w):
+    """(h, w) from ``one`` or from ``h`` and ``w`` (not both), positive; None if unset."""
+    if p.has(h) or p.has(w):
+        if p.has(one):
+            _fail(ctx, f"give either {one} or {h}/{w}, not both")
+        hw = (getattr(p, h), getattr(p, w))
+        if min(hw) <= 0:
+            _fail(ctx, f"{h} and {w} must be positive, found {list(hw)}")
+        return hw
+    if p.has(one):
+        if getattr(p, one) <= 0:
+            _fail(ctx, f"{one} must be positive")
+        return (getattr(p, one), getattr(p, one))
+    return None
+
+
 def _prior_box_config(ctx):
     """The PriorBox layer's settings, checked as prior_box_layer.cpp checks them."""
     p = ctx.param("prior_box_param")
@@ -57,33 +73,14 @@ def _prior_box_config(ctx):
     var = [float(v) for v in p.variance]
     if len(var) not in (0, 1, 4) or any(v <= 0 for v in var):
         _fail(ctx, f"variance takes 1 or 4 positive values, found {var}")
-    if p.has("img_h") or p.has("img_w"):
-        if p.has("img_size"):
-            _fail(ctx, "give either img_size or img_h/img_w, not both")
-        image_hw = (p.img_h, p.img_w)
-        if min(image_hw) <= 0:
-            _fail(ctx, f"img_h and img_w must be positive, found {list(image_hw)}")
-    elif p.has("img_size"):
-        if p.img_size <= 0:
-            _fail(ctx, "img_size must be positive")
-        image_hw = (p.img_size, p.img_size)
-    else:
+    image_hw = _hw_setting(ctx, p, "img_size", "img_h", "img_w")
+    if image_hw is None:
         if len(ctx.in_shapes) < 2 or len(ctx.in_shapes[1]) < 4:
             _fail(ctx, "without img_size (or img_h/img_w) PriorBox takes the image size from "
                        "a second, 4-D bottom")
         image_hw = tuple(ctx.in_shapes[1][2:4])
-    if p.has("step_h") or p.has("step_w"):
-        if p.has("step"):
-            _fail(ctx, "give either step or step_h/step_w, not both")
-        step_hw = (p.step_h, p.step_w)
-        if min(step_hw) <= 0:
-            _fail(ctx, f"step_h and step_w must be positive, found {list(step_hw)}")
-    elif p.has("step"):
-        if p.step <= 0:
-            _fail(ctx, "step must be positive")
-        step_hw = (p.step, p.step)
-    else:
-        step_hw = (0.0, 0.0)  # Caffe: image size / feature map size
+    # no step: Caffe divides the image size by the feature map size
+    step_hw = _hw_setting(ctx, p, "step", "step_h", "step_w") or (0.0, 0.0)
     feature = ctx.in_shapes[0]
     feature_hw = (feature[2] if len(feature) > 2 else 1, feature[3] if len(feature) > 3 else 1)
     return {"feature_hw": feature_hw, "image_hw": image_hw, "min_sizes": mins,
