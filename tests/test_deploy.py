@@ -230,6 +230,20 @@ def test_names_and_free_batch(fmt, tmp_path):
         assert_blob_close(got[blob], keras.ops.convert_to_numpy(want[blob]), blob)
 
 
+@tensorflow_run
+def test_tflite_on_a_keras_without_its_litert_exporter(tmp_path, monkeypatch):
+    """Keras < 3.12 has no format="litert": the same SavedModel -> TFLiteConverter path."""
+    needs("tflite")
+    from caffe2keras.deploy import _tensorflow
+    monkeypatch.setattr(_tensorflow, "_keras_has_litert", lambda: False)
+    deploy_path, weights, inputs, outputs = conformance_files("pool_max_ceil")
+    got = load_artifact(export(deploy_path, weights, tmp_path, "tflite")).run(
+        {k: to_keras_layout(v) for k, v in np.load(inputs).items()})
+    with np.load(outputs) as o:
+        for blob, value in got.items():
+            assert_blob_close(to_caffe_layout(value), o[blob], blob)
+
+
 # ------------------------------------------------------------------ errors, atomicity
 
 def test_format_from_the_name():
@@ -308,7 +322,7 @@ def test_failed_export_leaves_old_output_alone(fmt, tmp_path, monkeypatch):
 def test_cli_convert_then_verify_against_each_format(tmp_path, capsys):
     for fmt in FORMATS:
         needs(fmt)
-    deploy_path, weights, inputs, outputs = model_files("lenet_mnist_v2")
+    deploy_path, weights, _, outputs = model_files("lenet_mnist_v2")
     for fmt in FORMATS:
         out = tmp_path / f"lenet{SUFFIX[fmt]}"
         args = ["convert", str(deploy_path), str(weights), "-o", str(out)]
@@ -324,7 +338,7 @@ def test_cli_convert_then_verify_against_each_format(tmp_path, capsys):
 def test_verify_against_catches_a_wrong_artifact(tmp_path, capsys):
     """An artifact with other weights (fresh ones) fails the check."""
     needs("onnx")
-    deploy_path, weights, inputs, outputs = conformance_files("conv_basic")
+    deploy_path, weights, _, outputs = conformance_files("conv_basic")
     out = tmp_path / "fresh.onnx"
     quiet(export_model, deploy_path, None, out, seed=3)
     assert main(["verify", str(deploy_path), str(weights), "--against", str(out),

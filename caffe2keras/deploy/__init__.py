@@ -117,7 +117,7 @@ def export_model(prototxt, caffemodel, out, format=None, *, outputs=None, input_
             "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
             "preprocessor": None if preprocessor is None else _preprocessor_state(preprocessor),
             "seed": seed}
-    if "keras" in sys.modules and _backend() == "tensorflow":
+    if _backend() == "tensorflow":
         from . import _tensorflow
         _tensorflow.export(spec)
     else:
@@ -134,6 +134,15 @@ def _check_here(prototxt, caffemodel, outputs, input_shapes):
     graph = load_graph(prototxt, caffemodel, input_shapes=input_shapes)
     resolve_outputs(graph, outputs)
     check_supported(graph)
+    if _backend() != "tensorflow":
+        from ..emit.registry import CONVERTERS
+        own = sorted({n.type for n in graph.nodes
+                      if not CONVERTERS[n.type].__module__.startswith("caffe2keras.")})
+        if own:
+            raise CaffeFormatError(
+                f"layer type(s) {', '.join(own)} use converters registered in this process, "
+                f"which the TensorFlow process that exports cannot see; export with "
+                f"KERAS_BACKEND=tensorflow (then the export runs here)", path=graph.net.path)
 
 
 def _backend():

@@ -72,9 +72,14 @@ def export(spec):
             with atomic_output(out, suffix=".tflite") as tmp:
                 # builtin ops only: a file that needs the TF ("Flex") delegate does not run
                 # in the plain LiteRT interpreter, so that is an error here, not at run time
-                _trace(model, fmt, graph, lambda: model.export(
-                    tmp, format="litert", verbose=False,
-                    target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}))
+                builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
+                if _keras_has_litert():
+                    _trace(model, fmt, graph, lambda: model.export(
+                        tmp, format="litert", verbose=False,
+                        target_spec={"supported_ops": builtins}))
+                else:
+                    _trace(model, fmt, graph, lambda: _tflite_via_saved_model(model, tmp,
+                                                                              builtins))
     return out
 
 
@@ -88,6 +93,26 @@ def _without_input_outputs(model):
     if len(outputs) == len(model.output) or not outputs:
         return model
     return keras.Model(model.input, outputs, name=model.name)
+
+
+def _keras_has_litert():
+    try:
+        from keras.src.export import litert  # noqa: F401  (Keras >= 3.12)
+    except ImportError:
+        return False
+    return True
+
+
+def _tflite_via_saved_model(model, path, ops):
+    """What Keras's LiteRT exporter does (SavedModel, then TensorFlow's converter), for a
+    Keras too old to have it."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.target_spec.supported_ops = ops
+        Path(path).write_bytes(converter.convert())
 
 
 def _check_expressible(model, fmt, graph):
