@@ -131,6 +131,7 @@ DEPLOY = True
 
 def main():
     os.environ.setdefault("KERAS_BACKEND", "jax")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # TensorFlow's start-up log lines
     warnings.simplefilter("ignore")
     t_start = time.perf_counter()
     deploy, weights = find_nsfw_files()
