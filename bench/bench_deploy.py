@@ -42,7 +42,9 @@ runs = int(runs)
 t0 = time.perf_counter()
 export_model(deploy, weights, out, format=fmt)
 t1 = time.perf_counter()
-result = {"export_s": t1 - t0, "bytes": artifact_bytes(out)}
+import resource
+result = {"export_s": t1 - t0, "bytes": artifact_bytes(out),
+          "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 if runs:
     art = load_artifact(out)
     name = art.inputs[0]
@@ -83,6 +85,8 @@ def run_one(deploy, weights, fmt, runs):
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
+    if proc.returncode < 0:
+        return {"failed": f"killed by signal {-proc.returncode}"}
     raise RuntimeError(f"{fmt} export failed: {proc.stderr[-1500:]}")
 
 
@@ -106,11 +110,14 @@ def main():
             r = run_one(deploy, weights, fmt, args.runs if name == "open_nsfw" else 0)
             r.update(model=name, format=fmt, caffemodel_bytes=size)
             results.append(r)
+            if "failed" in r:
+                print(f"{name:10s} {fmt:12s} {r['failed']} (out of memory?)", flush=True)
+                continue
             lat = f", latency {r['latency_s'] * 1e3:.1f} ms ({r['runtime']})" \
                 if "latency_s" in r else ""
             print(f"{name:10s} {fmt:12s} export {r['export_s']:6.2f} s, "
-                  f"{r['bytes'] / 1e6:7.1f} MB (caffemodel {size / 1e6:.1f} MB){lat}",
-                  flush=True)
+                  f"{r['bytes'] / 1e6:7.1f} MB (caffemodel {size / 1e6:.1f} MB), peak RSS "
+                  f"{r['peak_rss'] / 1e9:.2f} GB{lat}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     print(f"load average at end: {os.getloadavg()[0]:.1f}")

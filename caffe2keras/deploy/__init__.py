@@ -165,6 +165,10 @@ def _export_in_child(spec):
             cls = MissingExtra if err.pop("missing", False) else CaffeFormatError
             raise cls(err["detail"], path=err["path"], position=err["position"],
                       layer=err["layer"])
+    if proc.returncode < 0:
+        why = " (out of memory?)" if proc.returncode == -9 else ""
+        raise RuntimeError(f"the TensorFlow export process was killed by signal "
+                           f"{-proc.returncode}{why}")
     tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
     raise RuntimeError(f"the TensorFlow export process failed (exit {proc.returncode}): "
                        f"{tail}")
