@@ -381,6 +381,18 @@ def test_export_from_another_backend_runs_tensorflow_in_a_child(tmp_path):
         export_model(deploy_path, weights, tmp_path / "h.onnx", outputs=["nope"])
 
 
+def test_keras_format_is_convert(tmp_path):
+    """format="keras" writes what convert writes: Caffe's weights, or seeded fresh ones."""
+    deploy_path, weights, inputs, outputs = conformance_files("conv_basic")
+    with np.load(inputs) as i, np.load(outputs) as o:
+        feed, golden = {k: to_keras_layout(v) for k, v in i.items()}, o["conv"]
+    got = load_artifact(quiet(export_model, deploy_path, weights, tmp_path / "m.keras")).run(feed)
+    assert_blob_close(to_caffe_layout(got["conv"]), golden, "conv")
+    fresh = load_artifact(quiet(export_model, deploy_path, None, tmp_path / "f.keras", seed=4))
+    want = quiet(caffe2keras.convert, deploy_path, seed=4)(feed)["conv"]
+    np.testing.assert_array_equal(fresh.run(feed)["conv"], keras.ops.convert_to_numpy(want))
+
+
 def test_export_model_is_public():
     assert caffe2keras.export_model is export_model
     assert "export_model" in caffe2keras.__all__

@@ -105,10 +105,15 @@ def export_model(prototxt, caffemodel, out, format=None, *, outputs=None, input_
     fmt = pick_format(out, format)
     if fmt == "keras":
         from ..graph import load_graph
-        from ..saving import convert_to_file
+        from ..saving import convert_to_file, save_model
+        wrap = preprocessor.wrap if preprocessor is not None else (lambda m: m)
+        if caffemodel is None:  # fresh weights drawn from the prototxt's fillers
+            from ..api import convert
+            save_model(wrap(convert(prototxt, None, outputs=outputs, input_shapes=input_shapes,
+                                    seed=seed)), out)
+            return out
         graph = load_graph(prototxt, caffemodel, input_shapes=input_shapes)
-        convert_to_file(graph, out, outputs=outputs,
-                        wrap=preprocessor.wrap if preprocessor is not None else None)
+        convert_to_file(graph, out, outputs=outputs, wrap=wrap)
         return out
     require(fmt)
     _check_here(prototxt, caffemodel, outputs, input_shapes)
@@ -167,11 +172,11 @@ def _export_in_child(spec):
                       layer=err["layer"])
     if proc.returncode < 0:
         why = " (out of memory?)" if proc.returncode == -9 else ""
-        raise RuntimeError(f"the TensorFlow export process was killed by signal "
-                           f"{-proc.returncode}{why}")
+        raise CaffeFormatError(f"the TensorFlow export process was killed by signal "
+                               f"{-proc.returncode}{why}", path=spec["out"])
     tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-    raise RuntimeError(f"the TensorFlow export process failed (exit {proc.returncode}): "
-                       f"{tail}")
+    raise CaffeFormatError(f"the TensorFlow export process failed (exit {proc.returncode}): "
+                           f"{tail}", path=spec["out"])
 
 
 def _tensorflow_error_tag():
