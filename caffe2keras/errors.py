@@ -45,3 +45,8 @@ class CaffeWarning(UserWarning):
 
 class UnsupportedLayerError(CaffeFormatError):
     """The net has layer types the converter cannot handle (all are listed)."""
+
+
+class InternalError(RuntimeError):
+    """A broken invariant inside caffe2keras: a bug, not a problem with the user's files.
+    The CLI reports it with a traceback and asks for a bug report."""

@@ -115,9 +115,8 @@ def test_unsupported_layers_are_all_listed_before_building():
 def test_register_converter_adds_a_type_with_or_without_a_shape_function():
     import keras
 
-    from caffe2keras import shapes
     from caffe2keras.emit.builder import build_model
-    from caffe2keras.emit.registry import CONVERTERS
+    from caffe2keras.emit.registry import unregister
     from caffe2keras.graph import build_graph
 
     def same_shape(layer, bottoms):
@@ -135,8 +134,7 @@ def test_register_converter_adds_a_type_with_or_without_a_shape_function():
     x = np.arange(18, dtype="float32").reshape(1, 3, 3, 2)
     try:
         for shape_fn in (same_shape, None):
-            CONVERTERS.pop("Double", None)
-            shapes.SHAPE_FUNCTIONS.pop("Double", None)
+            unregister("Double")
             caffe2keras.register_converter("Double", shape=shape_fn)(double)
             graph = build_graph(parse_net(text, "t.prototxt"))
             model = build_model(graph)
@@ -145,8 +143,7 @@ def test_register_converter_adds_a_type_with_or_without_a_shape_function():
             np.testing.assert_allclose(got[0, :, :, 0], [[16, 20], [28, 32]])
             assert graph.shape("p") == (1, 2, 2, 2)
     finally:
-        CONVERTERS.pop("Double", None)
-        shapes.SHAPE_FUNCTIONS.pop("Double", None)
+        unregister("Double")
 
 
 def test_importing_and_inspecting_does_not_import_keras():
