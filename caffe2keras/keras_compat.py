@@ -79,6 +79,19 @@ def inbound_nodes(operation) -> list:
 
 # ------------------------------------------------------------------ variables
 
+def is_variable(value) -> bool:
+    """Whether ``value`` is a Keras variable of any backend (before Keras 3.7,
+    ``keras.Variable`` was a separate export class the backends' variables did not
+    subclass)."""
+    try:
+        from keras.src.backend.common.variables import KerasVariable
+    except ImportError:
+        import keras
+
+        return isinstance(value, keras.Variable)
+    return isinstance(value, KerasVariable)
+
+
 @contextlib.contextmanager
 def stateless_variables():
     """Variables created inside are deferred: none is allocated or initialised (their

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import UnsupportedLayerError
+from ..errors import NameNotFoundError, UnsupportedLayerError
 from ..graph import Graph, Node
 from .registry import layer_type
 
@@ -61,7 +61,7 @@ def resolve_outputs(graph: Graph, outputs=None) -> list:
         names = list(outputs)
         missing = [o for o in names if o not in graph.versions]
         if missing:
-            raise KeyError(f"no blob named {', '.join(map(repr, missing))} in "
+            raise NameNotFoundError(f"no blob named {', '.join(map(repr, missing))} in "
                            f"{graph.net.path}; blobs are: {', '.join(graph.blob_names())}")
     return names
 

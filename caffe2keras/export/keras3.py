@@ -19,7 +19,7 @@ import numpy as np
 from ..emit.context import LayerContext
 from ..errors import CaffeFormatError, InternalError, UnsupportedLayerError
 from ..graph import Graph
-from ..keras_compat import initial_value, saved_variables, stateless_variables
+from ..keras_compat import initial_value, is_variable, saved_variables, stateless_variables
 from . import slicing
 from .loop import write_steps
 from .records import weighted_classes, weights_function
@@ -229,7 +229,6 @@ def skeleton_layout(graph: Graph, outputs):
 def layout_from_model(graph: Graph, outputs, model):
     """The .weights.h5 paths of ``model`` (the converted model, or one wrapping it), read
     from Keras's own save walk run on a store that only records."""
-    import keras
 
     from ..emit.plan import make_plan, resolve_outputs
 
@@ -243,7 +242,7 @@ def layout_from_model(graph: Graph, outputs, model):
     names = {lay.name for lay in model.layers}
     layout.in_model = {s.name for s in make_plan(graph, keep) if s.name in names}
     for where, key, value, group_name in rows:
-        if not isinstance(value, keras.Variable) or id(value) not in owner:
+        if not is_variable(value) or id(value) not in owner:
             raise InternalError(
                 f"{graph.net.path}: the converted model saves a computed value at "
                 f"{where}/{key}, which a weights export cannot reproduce")

@@ -185,12 +185,12 @@ def _undone(x, perm):
     restores it, else None."""
     import keras
 
+    from ...keras_compat import producer, producing_node
     from ..layers.tensor import Transpose
 
     try:
-        history = x._keras_history
-        layer = history.operation
-        inputs = layer._inbound_nodes[history.node_index].input_tensors
+        layer = producer(x)
+        inputs = producing_node(x).input_tensors
     except (AttributeError, IndexError, TypeError):
         return None
     if type(layer) is keras.layers.Permute:
