@@ -132,7 +132,7 @@ def test_a_new_type_draws_fresh_weights_from_its_fillers(affine, tmp_path):
 
 
 def test_setting_checks_run_up_front_with_unsupported_types(affine, tmp_path):
-    from caffe2keras.inspect import describe
+    from caffe2keras.inspect import describe, format_table
 
     rng = np.random.default_rng(2)
     deploy, weights, _ = _net(tmp_path, rng, transpose=True)
@@ -150,6 +150,10 @@ def test_setting_checks_run_up_front_with_unsupported_types(affine, tmp_path):
         {"layer": "ip", "type": "Frobnicate"},
         {"layer": "aff", "type": "Affine",
          "reason": "Affine with transpose: true is not supported"}]
+    text = format_table(info)
+    assert "UNSUPPORTED: 1 layer(s) of type Frobnicate: ip (Frobnicate)" in text
+    assert "UNSUPPORTED: 1 layer(s) with unsupported settings: aff (Affine): Affine with " \
+        "transpose" in text
 
 
 # ------------------------------------------------- the records themselves
