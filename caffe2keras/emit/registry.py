@@ -9,8 +9,10 @@ the fillers (fresh weights) and the keras2-h5 layout. One call fills it::
     def my_type(ctx): ...
 
 The built-in types register themselves the same way, each next to its converter in
-``emit/converters/``. ``CONVERTERS``, ``WEIGHTS`` and ``shapes.SHAPE_FUNCTIONS`` are
-views of the records (type name -> one field), kept for code that reads them.
+``emit/converters/``. Read a record with ``layer_type(name)`` (``TYPES`` holds them all).
+``CONVERTERS``, ``WEIGHTS`` and ``SHAPE_FUNCTIONS`` here are views of the records (type
+name -> one field), kept for code that reads them; README's "Adding a layer type" walks
+through a new type.
 """
 from __future__ import annotations
 
