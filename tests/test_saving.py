@@ -11,6 +11,7 @@ from caffe2keras.saving import convert_to_file, save_model
 
 from .shared import (
     CONFORMANCE_CASES,
+    SHARED_PRESENT,
     assert_blob_close,
     conformance_files,
     model_files,
@@ -98,4 +99,4 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
 
 
-assert "conv_group" in CONFORMANCE_CASES
+assert "conv_group" in CONFORMANCE_CASES or not SHARED_PRESENT
