@@ -117,7 +117,7 @@ def test_a_new_weighted_type_converts_and_exports_in_every_format(affine, tmp_pa
     out = caffe2keras.export_weights(deploy, weights, tmp_path / "a.pkl")
     with open(out, "rb") as f:
         blobs = pickle.load(f)
-    aff = [lay for lay in blobs if lay["name"] == "aff"][0]
+    aff = next(lay for lay in blobs if lay["name"] == "aff")
     assert aff["type"] == "Affine"
     np.testing.assert_array_equal(np.asarray(aff["weights"][0]), w2)
 
