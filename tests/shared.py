@@ -70,3 +70,50 @@ def assert_blob_close(got, ref, name=""):
     problem = criterion.mismatch(to_numpy(got), np.asarray(ref))
     if problem is not None:
         raise AssertionError(f"{name}: {problem}")
+
+
+# ------------------------------------------------------------ converting and running
+
+def quiet_convert(*args, **kw):
+    """caffe2keras.convert with its warnings silenced (tests of the warnings use
+    pytest.warns around caffe2keras.convert itself)."""
+    import warnings
+
+    import caffe2keras
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return caffe2keras.convert(*args, **kw)
+
+
+def convert_net(tmp_path, net, name="n", **kw):
+    """Write a CaffeNetWriter ``net`` (prototxt + caffemodel) under ``tmp_path`` and
+    convert it."""
+    from caffe2keras.writer import write_net
+
+    deploy, weights = tmp_path / f"{name}.prototxt", tmp_path / f"{name}.caffemodel"
+    write_net(deploy, weights, net)
+    return quiet_convert(deploy, weights, **kw)
+
+
+def run_caffe_layout(model, feed):
+    """Run a converted model on Caffe-layout inputs {blob: NCHW array}; its outputs
+    {blob: array} in Caffe layout."""
+    out = model({k: to_keras_layout(v) for k, v in feed.items()})
+    if not isinstance(out, dict):
+        out = dict(zip(model.output_names, out if isinstance(out, (list, tuple)) else [out]))
+    return {k: to_caffe_layout(v) for k, v in out.items()}
+
+
+def check_layer(model, feed, golden, blobs=None):
+    """The one check of a converted model against real Caffe: run ``model`` (built with
+    outputs covering ``blobs``) on ``feed`` (Caffe layout) and hold every blob of
+    ``golden`` ({blob: Caffe's array}; ``blobs``: only these) to the criterion. Returns
+    the outputs (Caffe layout)."""
+    got = run_caffe_layout(model, feed)
+    names = list(golden) if blobs is None else list(blobs)
+    missing = [b for b in names if b not in got]
+    assert not missing, f"the model does not output {missing}"
+    for b in names:
+        assert_blob_close(got[b], golden[b], b)
+    return got

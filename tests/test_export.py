@@ -37,6 +37,7 @@ from .shared import (
     assert_blob_close,
     conformance_files,
     model_files,
+    quiet_convert,
     to_caffe_layout,
     to_keras_layout,
 )
@@ -103,12 +104,6 @@ def pickle_globals(path):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def quiet_convert(*args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(*args, **kwargs)
-
 
 def quiet_export(*args, **kwargs):
     with warnings.catch_warnings():
