@@ -230,20 +230,6 @@ def test_names_and_free_batch(fmt, tmp_path):
         assert_blob_close(got[blob], keras.ops.convert_to_numpy(want[blob]), blob)
 
 
-@tensorflow_run
-def test_tflite_on_a_keras_without_its_litert_exporter(tmp_path, monkeypatch):
-    """Keras < 3.12 has no format="litert": the same SavedModel -> TFLiteConverter path."""
-    needs("tflite")
-    from caffe2keras.deploy import _tensorflow
-    monkeypatch.setattr(_tensorflow, "_keras_has_litert", lambda: False)
-    deploy_path, weights, inputs, outputs = conformance_files("pool_max_ceil")
-    got = load_artifact(export(deploy_path, weights, tmp_path, "tflite")).run(
-        {k: to_keras_layout(v) for k, v in np.load(inputs).items()})
-    with np.load(outputs) as o:
-        for blob, value in got.items():
-            assert_blob_close(to_caffe_layout(value), o[blob], blob)
-
-
 # ------------------------------------------------------------------ errors, atomicity
 
 def test_format_from_the_name():

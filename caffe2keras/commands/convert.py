@@ -7,7 +7,7 @@ from .common import add_input_shape, input_shapes
 
 
 def add_parser(sub):
-    from ..preprocess import add_arguments
+    from .preprocess_options import add_arguments
 
     p = sub.add_parser(
         "convert", help="convert a Caffe net to a Keras 3 .keras model, ONNX, TFLite or a "
@@ -43,9 +43,9 @@ def run(args) -> int:
 
     from ..deploy import pick_format
     from ..graph import load_graph
-    from ..preprocess import any_given, from_args
     from ..progress import ProgressBar
     from ..saving import convert_to_file, graph_bytes
+    from .preprocess_options import any_given, from_args
 
     t0 = time.perf_counter()
     fmt = pick_format(args.output, args.format)

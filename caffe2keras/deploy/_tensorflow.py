@@ -72,14 +72,9 @@ def export(spec):
             with atomic_output(out, suffix=".tflite") as tmp:
                 # builtin ops only: a file that needs the TF ("Flex") delegate does not run
                 # in the plain LiteRT interpreter, so that is an error here, not at run time
-                builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
-                if _keras_has_litert():
-                    _trace(model, fmt, graph, lambda: model.export(
-                        tmp, format="litert", verbose=False,
-                        target_spec={"supported_ops": builtins}))
-                else:
-                    _trace(model, fmt, graph, lambda: _tflite_via_saved_model(model, tmp,
-                                                                              builtins))
+                _trace(model, fmt, graph, lambda: model.export(
+                    tmp, format="litert", verbose=False,
+                    target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}))
     return out
 
 
@@ -93,26 +88,6 @@ def _without_input_outputs(model):
     if len(outputs) == len(model.output) or not outputs:
         return model
     return keras.Model(model.input, outputs, name=model.name)
-
-
-def _keras_has_litert():
-    try:
-        from keras.src.export import litert  # noqa: F401  (Keras >= 3.12)
-    except ImportError:
-        return False
-    return True
-
-
-def _tflite_via_saved_model(model, path, ops):
-    """What Keras's LiteRT exporter does (SavedModel, then TensorFlow's converter), for a
-    Keras too old to have it."""
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        converter.target_spec.supported_ops = ops
-        Path(path).write_bytes(converter.convert())
 
 
 def _check_expressible(model, fmt, graph):
@@ -158,9 +133,11 @@ def _onnx_caffe_input_names(path, model):
     option for it.)"""
     import onnx
 
+    from ..keras_compat import producer
+
     rename = {}
     for blob, tensor in model.input.items():
-        kname = tensor._keras_history.operation.name
+        kname = producer(tensor).name
         if kname != blob:
             rename[kname] = blob
     if not rename:
@@ -183,14 +160,15 @@ def _grouped_conv_unrolled():
     StatefulPartitionedCall node onnxruntime rejects). While tracing for ONNX, run it as
     one convolution per group, concatenated: plain Conv ops ONNX has."""
     import tensorflow as tf
-    from keras.src import backend
-    from keras.src.backend.tensorflow import nn as tf_nn
 
+    from ..keras_compat import standardize_data_format, tensorflow_backend_nn
+
+    tf_nn = tensorflow_backend_nn()
     original = tf_nn.conv
 
     def conv(inputs, kernel, strides=1, padding="valid", data_format=None,
              dilation_rate=1):
-        channels_last = backend.standardize_data_format(data_format) == "channels_last"
+        channels_last = standardize_data_format(data_format) == "channels_last"
         channels = inputs.shape[-1] if channels_last else None
         if not channels_last or len(inputs.shape) != 4 or channels == kernel.shape[-2]:
             return original(inputs, kernel, strides, padding, data_format, dilation_rate)
