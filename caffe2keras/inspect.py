@@ -89,6 +89,12 @@ def to_json(info: dict) -> str:
                   lambda m: "[" + re.sub(r",\s*", ", ", m.group(1)) + "]", text)
 
 
+def _python_hint(types) -> str:
+    from .emit.plan import python_hint  # no Keras import
+    hint = python_hint(types)
+    return f"; add a converter for each{hint}" if hint else ""
+
+
 def format_table(info: dict) -> str:
     out = []
     src = info["prototxt"] + (f" + {info['weights']} ({_mb(info['weights_bytes'])})"
@@ -98,7 +104,8 @@ def format_table(info: dict) -> str:
         types = sorted({u["type"] for u in info["unsupported"]})
         out.append(f"UNSUPPORTED: {len(info['unsupported'])} layer(s) of type "
                    f"{', '.join(types)}: "
-                   + ", ".join(f"{u['layer']} ({u['type']})" for u in info["unsupported"]))
+                   + ", ".join(f"{u['layer']} ({u['type']})" for u in info["unsupported"])
+                   + _python_hint(types))
     else:
         out.append("Unsupported layers: none (every layer converts)")
     out.append("Inputs: " + ", ".join(f"{b} {_shape(s)}" for b, s in info["inputs"].items()))

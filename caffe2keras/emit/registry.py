@@ -12,9 +12,14 @@ CONVERTERS: dict = {}
 WEIGHTS: dict = {}
 
 
-def register_converter(*types, weights=None, shape=None):
+def register_converter(*types, weights=None, shape=None, module=None, layer=None):
     """Decorator: ``@register_converter("MyType")`` makes ``fn(ctx)`` the converter for
     Caffe layers of that type (replacing any built-in one).
+
+    module, layer: for ``"Python"`` layers, the ``python_param`` they are written with:
+             ``@register_converter("Python", module="rpn.proposal_layer",
+             layer="ProposalLayer")`` converts exactly those (their type reads
+             ``Python:rpn.proposal_layer.ProposalLayer``; that string works as a type too).
 
     weights: the matching weights function (see the module docstring), if the layer has
              blobs and the converter does not call ``ctx.set_weights`` itself.
@@ -24,6 +29,12 @@ def register_converter(*types, weights=None, shape=None):
     """
     if not types or not all(isinstance(t, str) and t for t in types):
         raise TypeError("register_converter needs one or more Caffe layer type names")
+    if module is not None or layer is not None:
+        if types != ("Python",) or not module or not layer:
+            raise TypeError('module= and layer= go with the type "Python", both given: '
+                            'register_converter("Python", module="pkg.mod", layer="Class")')
+        from ..net import python_layer_type
+        types = (python_layer_type(module=module, layer=layer),)
 
     def register(fn):
         for t in types:
