@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 
+from ..depth import deep_graphs
 from ..errors import CaffeFormatError
 from ..fillers import fresh_blobs
 from ..graph import Graph
@@ -201,5 +202,6 @@ def build_model(graph: Graph, outputs=None, with_weights=True, name=None,
         # inputs are keyed by Caffe blob names; Keras wants the Input's own name, which
         # cannot hold '/' and the like (a warning only: the dict maps them all the same)
         warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
-        return keras.Model(inputs=model_inputs, outputs=model_outputs,
-                           name=keras_name(name or graph.net.name or "caffe_model"))
+        with deep_graphs():  # Keras walks the graph recursively: deep nets need this
+            return keras.Model(inputs=model_inputs, outputs=model_outputs,
+                               name=keras_name(name or graph.net.name or "caffe_model"))
