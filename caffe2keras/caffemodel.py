@@ -91,7 +91,8 @@ class CaffeModel:
                 continue
             if lw.name in self.layers:
                 warnings.warn(f"{self.path}: layer '{lw.name}' appears twice in the weights; "
-                              f"using the last copy, as Caffe does", CaffeWarning, stacklevel=3)
+                              f"using the last copy, as Caffe does (into the first layer of that "
+                              f"name)", CaffeWarning, stacklevel=3)
             self.layers[lw.name] = lw
 
     def close(self):

@@ -67,7 +67,16 @@ class Graph:
         return self.values[self.final(blob)].shape
 
     def consumers(self, value_id):
-        return [n for n in self.nodes if value_id in n.inputs]
+        """The nodes that read ``value_id``, in graph order (an index built once: asking
+        for every BatchNorm of a 1,000-layer ResNet stays linear)."""
+        index = self.__dict__.get("_readers")
+        if index is None or index[0] != len(self.nodes):
+            readers = {}
+            for n in self.nodes:
+                for v in dict.fromkeys(n.inputs):
+                    readers.setdefault(v, []).append(n)
+            index = self.__dict__["_readers"] = (len(self.nodes), readers)
+        return list(index[1].get(value_id, ()))
 
     def blob_names(self):
         return list(self.versions)
@@ -144,8 +153,13 @@ def _note_duplicate_names(g: Graph):
     for weights: BVLC Caffe's Net::CopyTrainedLayersFrom (src/caffe/net.cpp at commit
     c9f71bd) looks each caffemodel entry up by a linear search of layer_names_, so every
     entry named N is copied into the FIRST layer named N; later ones keep their fillers."""
-    for name, count in g.net.duplicate_names().items():
-        kept = [n for n in g.nodes if n.name == name]
+    repeated = g.net.duplicate_names()
+    by_name = {}
+    for n in g.nodes:
+        if n.name in repeated:
+            by_name.setdefault(n.name, []).append(n)
+    for name, count in repeated.items():
+        kept = by_name.get(name, [])
         where = ", ".join(f"{n.type} at {n.layer.position}" if n.layer.position else n.type
                           for n in kept)
         g.notes.append((name, (

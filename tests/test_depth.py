@@ -74,19 +74,41 @@ def test_the_swap_is_scoped():
 DEPTH = 1500  # layers; a plain Keras chain fails from about 1,000
 
 
-def test_a_deep_net_converts_saves_loads_and_codegens(tmp_path):
-    proto = tmp_path / "deep.prototxt"
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    proto = tmp_path_factory.mktemp("deep") / "deep.prototxt"
     proto.write_text(deep_chain(DEPTH))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CaffeWarning)
         model = caffe2keras.convert(str(proto), seed=0)
-    assert len(model.layers) == DEPTH + 1
     x = np.random.default_rng(0).standard_normal((1, 4, 4, 2)).astype("float32")
-    want = keras.ops.convert_to_numpy(model({"data": x})[f"add{DEPTH // 3 - 1}"])
+    out = f"add{DEPTH // 3 - 1}"
+    return model, x, out, keras.ops.convert_to_numpy(model({"data": x})[out])
+
+
+def test_a_deep_net_converts_saves_and_loads(deep, tmp_path):
+    model, x, out, want = deep
+    assert len(model.layers) == DEPTH + 1
+    with pytest.raises(RecursionError):  # plain Keras, outside caffe2keras's scope
+        keras.Model(model.inputs, model.outputs)
     path = tmp_path / "deep.keras"
     model.save(path)
-    with pytest.raises(RecursionError):  # what caffe2keras.load_model is for
-        keras.saving.load_model(path)
-    loaded = caffe2keras.load_model(path)
-    got = keras.ops.convert_to_numpy(loaded({"data": x})[f"add{DEPTH // 3 - 1}"])
+    loaded = caffe2keras.load_model(path)  # keras.saving.load_model would recurse too
+    got = keras.ops.convert_to_numpy(loaded({"data": x})[out])
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_code_generated_for_a_deep_net_runs(deep):
+    from caffe2keras.codegen import generate_source
+
+    model, x, out, _ = deep
+    source = generate_source(model)
+    assert "sys.setrecursionlimit(limit + " in source
+    scope = {}
+    exec(compile(source, "deep_model.py", "exec"), scope)
+    rebuilt = scope["build_model"]()
+    assert len(rebuilt.layers) == DEPTH + 1
+    rebuilt.set_weights(model.get_weights())
+    got = keras.ops.convert_to_numpy(rebuilt({"data": x})[out])
+    np.testing.assert_array_equal(got, deep[3])
+    assert sys.getrecursionlimit() < 2000  # restored
