@@ -1082,11 +1082,13 @@ def _export_npz(graph: Graph, path, layout, skip_unknown, report):
                              ", ".join(f"{n}/*" for n, _ in result.names),
                              [result.shapes[k] for k in result.array_keys()])
             return
+        names = graph.unique_names()  # layers may share a Caffe name; keys may not
         for node in _caffe_layers(graph, skip_unknown, report):
+            key = names[id(node)]
             for i, blob in enumerate(node.layer.blobs):
-                _stream_raw(sink.write(f"{node.name}/{i}", blob.shape, blob.dtype, 0), blob)
+                _stream_raw(sink.write(f"{key}/{i}", blob.shape, blob.dtype, 0), blob)
             report.layer(node.name, node.type, [b.shape for b in node.layer.blobs],
-                         f"{node.name}/*", [b.shape for b in node.layer.blobs])
+                         f"{key}/*", [b.shape for b in node.layer.blobs])
     finally:
         sink.close()
 

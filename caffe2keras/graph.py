@@ -78,6 +78,27 @@ class Graph:
             index = self.__dict__["_readers"] = (len(self.nodes), readers)
         return list(index[1].get(value_id, ()))
 
+    def unique_names(self) -> dict:
+        """{id(node): a name no other node has}: a layer's own name, or for the later
+        layers of a shared name (Caffe allows them) the first free NAME_1, NAME_2, ...
+        (the scheme of the Keras names, emit/plan.py, before sanitising)."""
+        used = {n.name for n in self.nodes}
+        out, later = {}, []
+        seen = set()
+        for n in self.nodes:
+            if n.name in seen:
+                later.append(n)
+            else:
+                seen.add(n.name)
+                out[id(n)] = n.name
+        for n in later:
+            k = 1
+            while f"{n.name}_{k}" in used:
+                k += 1
+            out[id(n)] = f"{n.name}_{k}"
+            used.add(out[id(n)])
+        return out
+
     def blob_names(self):
         return list(self.versions)
 

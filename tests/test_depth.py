@@ -98,15 +98,19 @@ def test_a_deep_net_converts_saves_and_loads(deep, tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
-def test_the_code_generated_for_a_deep_net_runs(deep):
+def test_the_code_generated_for_a_deep_net_runs(deep, tmp_path):
+    import importlib.util
+
     from caffe2keras.codegen import generate_source
 
     model, x, out, _ = deep
     source = generate_source(model)
     assert "sys.setrecursionlimit(limit + " in source
-    scope = {}
-    exec(compile(source, "deep_model.py", "exec"), scope)
-    rebuilt = scope["build_model"]()
+    (tmp_path / "deep_model.py").write_text(source)
+    spec = importlib.util.spec_from_file_location("deep_model", tmp_path / "deep_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rebuilt = module.build_model()
     assert len(rebuilt.layers) == DEPTH + 1
     rebuilt.set_weights(model.get_weights())
     got = keras.ops.convert_to_numpy(rebuilt({"data": x})[out])

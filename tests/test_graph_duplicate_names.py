@@ -92,3 +92,22 @@ def test_a_blobless_entry_caffe_would_copy_into_a_layer_with_blobs_is_refused(tm
     net.write_caffemodel(str(weights))
     with pytest.raises(CaffeFormatError, match="Incompatible number of blobs"):
         caffe2keras.load_graph(str(proto), str(weights))
+
+
+def test_weight_exports_keep_layers_that_share_a_name_apart(files, golden, tmp_path):
+    import h5py
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CaffeWarning)
+        for out, kw in (("w.npz", {}), ("k.npz", {"layout": "keras"}), ("w.h5", {}),
+                        ("w.weights.h5", {})):
+            caffe2keras.export_weights(*files, str(tmp_path / out), **kw)
+        model = caffe2keras.convert(*files)
+    caffe_npz = np.load(tmp_path / "w.npz")
+    assert sorted(caffe_npz.files) == ["conv/0", "conv/1", "conv_1/0", "conv_1/1"]
+    np.testing.assert_array_equal(caffe_npz["conv/0"], golden["B"])
+    np.testing.assert_array_equal(caffe_npz["conv_1/0"], golden["second_conv_w"])
+    assert sorted(np.load(tmp_path / "k.npz").files) == sorted(caffe_npz.files)
+    with h5py.File(tmp_path / "w.h5") as f:
+        assert {"conv", "conv_1"} <= set(f)
+    model.load_weights(tmp_path / "w.weights.h5")
