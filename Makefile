@@ -53,6 +53,7 @@ bench: venv backend
 	$(BIN)/python bench/bench_export.py
 	$(BIN)/python bench/bench_convert.py
 	$(BIN)/python bench/bench_layers.py
+	$(BIN)/python bench/bench_depth.py 1000 5000 20000
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
