@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .caffemodel import CaffeModel, load_caffemodel
+from .depth import paused_gc
 from .errors import CaffeFormatError, CaffeWarning
 from .fillers import fresh_blobs
 from .net import MAX_AXES, MAX_COUNT, Layer, Net, load_net
@@ -430,9 +431,10 @@ def _fmt_shapes(shapes):
 
 def load_graph(prototxt, caffemodel=None, input_shapes=None) -> Graph:
     """Read a prototxt (and optionally its caffemodel) into a checked Graph."""
-    net = load_net(prototxt, input_shapes=input_shapes)
-    weights = load_caffemodel(caffemodel) if caffemodel is not None else None
-    return build_graph(net, weights)
+    with paused_gc():  # linear time for very deep nets (see depth.py)
+        net = load_net(prototxt, input_shapes=input_shapes)
+        weights = load_caffemodel(caffemodel) if caffemodel is not None else None
+        return build_graph(net, weights)
 
 
 __all__ = [

@@ -6,6 +6,7 @@ import math
 import os
 import re
 
+from .depth import paused_gc
 from .graph import Graph
 from .support import supported_types
 
@@ -19,6 +20,11 @@ def _shape(s):
 
 def describe(graph: Graph) -> dict:
     """Everything inspect reports, as plain data."""
+    with paused_gc():  # linear time for very deep nets (see depth.py)
+        return _describe(graph)
+
+
+def _describe(graph: Graph) -> dict:
     supported = supported_types()
     unsupported = [{"layer": n.name, "type": n.type} for n in graph.nodes
                    if n.type not in supported]

@@ -7,7 +7,7 @@ import warnings
 import keras
 import numpy as np
 
-from ..depth import deep_graphs
+from ..depth import deep_graphs, paused_gc
 from ..errors import CaffeFormatError
 from ..fillers import fresh_blobs
 from ..graph import Graph
@@ -160,6 +160,12 @@ def _infer_late(graph, step):
 
 def build_model(graph: Graph, outputs=None, with_weights=True, name=None,
                 fill_fresh=False, seed=None) -> keras.Model:
+    """The Keras model of ``graph``; see _build_model."""
+    with paused_gc():  # linear time for very deep nets (see depth.py)
+        return _build_model(graph, outputs, with_weights, name, fill_fresh, seed)
+
+
+def _build_model(graph: Graph, outputs, with_weights, name, fill_fresh, seed):
     """The Keras model of ``graph``. with_weights: give layers the graph's Caffe blobs;
     else fill_fresh draws them from the prototxt's fillers (fillers.py, numpy ``seed``),
     and without either every variable keeps its Keras initializer (as for a model built
