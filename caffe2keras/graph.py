@@ -14,10 +14,11 @@ import numpy as np
 
 from .caffemodel import CaffeModel, load_caffemodel
 from .depth import paused_gc
+from .emit.registry import SHAPE_FUNCTIONS
 from .errors import CaffeFormatError, CaffeWarning
 from .fillers import fresh_blobs
 from .net import MAX_AXES, MAX_COUNT, Layer, Net, load_net
-from .shapes import SHAPE_FUNCTIONS, ShapeError, infer
+from .shapes import ShapeError, infer
 
 # Types with no computation of their own that the graph handles.
 STRUCTURAL = {"Input", "DummyData"}
