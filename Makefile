@@ -65,6 +65,7 @@ bench: venv backend
 	$(BIN)/python bench/bench_layers.py
 	$(BIN)/python -m pip install -q -e ".[onnx,tflite]"
 	$(BIN)/python bench/bench_deploy.py
+	$(BIN)/python bench/bench_depth.py 1000 5000 20000
 
 clean:
 	rm -rf $(VENV) .venv-floor .pytest_cache build *.egg-info
