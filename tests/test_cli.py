@@ -7,8 +7,7 @@ import pytest
 
 from caffe2keras import __version__
 from caffe2keras.cli import main
-from caffe2keras.errors import (CaffeFormatError, InternalError, NameNotFoundError,
-                                UserInputError)
+from caffe2keras.errors import CaffeFormatError, InternalError, NameNotFoundError, UserInputError
 
 from .shared import MODELS, ROOT
 
