@@ -9,7 +9,7 @@ Importing this package does not import Keras; the Keras parts load on first use.
 from __future__ import annotations
 
 from ._keras_hook import install as _install_keras_hook
-from .errors import CaffeFormatError, CaffeWarning, UnsupportedLayerError
+from .errors import CaffeFormatError, CaffeWarning, UnsupportedLayerError, UserInputError
 
 __version__ = "0.1.0"
 
@@ -30,8 +30,8 @@ _LAZY = {
 }
 
 __all__ = ["CaffeFormatError", "CaffeWarning", "Preprocessor", "UnsupportedLayerError",
-           "convert", "export_model", "export_weights", "load_caffemodel", "load_graph",
-           "load_model", "load_net",
+           "UserInputError", "convert", "export_model", "export_weights", "load_caffemodel",
+           "load_graph", "load_model", "load_net",
            "read_mean", "register_converter", "register_weights"]
 assert set(__all__) >= set(_LAZY)
 
