@@ -25,10 +25,11 @@ _LAZY = {
     "register_weights": ("emit.registry", "register_weights"),
     "export_weights": ("export", "export_weights"),
     "Preprocessor": ("preprocess", "Preprocessor"),
+    "convert_for_training": ("train", "convert_for_training"),
 }
 
 __all__ = ["CaffeFormatError", "CaffeWarning", "Preprocessor", "UnsupportedLayerError",
-           "convert", "export_weights", "load_caffemodel", "load_graph", "load_net",
+           "convert", "convert_for_training", "export_weights", "load_caffemodel", "load_graph", "load_net",
            "read_mean", "register_converter", "register_weights"]
 assert set(__all__) >= set(_LAZY)
 

@@ -76,6 +76,7 @@ class Net:
     dropped: list = field(default_factory=list)  # (layer name, type, why) left out
     excluded: list = field(default_factory=list)  # (name, type, tops) the phase filtered out
     state: str = "phase TEST"
+    held_out: list = field(default_factory=list)  # the dropped Layers (training: losses, data)
 
     def layer(self, name) -> Layer:
         for lay in self.layers:
@@ -194,7 +195,7 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
     # as Caffe's Net(file, phase, level, stages): the file's stages plus the given ones
     stages = tuple(proto.state.stage) + tuple(s for s in stages if s not in proto.state.stage)
     inputs, where = _declared_inputs(proto, path)
-    layers, dropped, data_tops, excluded = [], [], {}, []
+    layers, dropped, data_tops, excluded, held_out = [], [], {}, [], []
     names = set()
     for entry in proto.layers or proto.layer:
         if fmt == "V1":
@@ -225,6 +226,7 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
                     data_tops[top] = (lay, shape)
             dropped.append((name, type_, "data layer" if is_data_layer(lay)
                             else "training-only layer"))
+            held_out.append(lay)
             continue
         if name in names:  # weights are matched by name, so names must be unique
             raise CaffeFormatError(f"duplicate layer name '{name}' (each layer needs its own)",
@@ -265,13 +267,13 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
     for blob in overrides:  # a shape for a blob nobody produces makes it an input
         if blob not in inputs and blob in used and blob not in produced:
             inputs[blob] = overrides[blob]
-    unused = set(overrides) - set(inputs)
+    unused = set(overrides) - set(inputs) - set(data_tops)  # labels: only losses read them
     if unused:
         raise CaffeFormatError(
             f"--input-shape names {sorted(unused)}, which are not inputs of this net "
             f"(inputs: {list(inputs) or 'none'})", path=path)
     return Net(proto.name, inputs, layers, str(path), fmt, dropped, excluded,
-               f"phase {phase}" + (f", stages {list(stages)}" if stages else ""))
+               f"phase {phase}" + (f", stages {list(stages)}" if stages else ""), held_out)
 
 
 def load_net(path, input_shapes=None, phase="TEST", level=0, stages=()) -> Net:
