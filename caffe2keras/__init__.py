@@ -26,11 +26,12 @@ _LAZY = {
     "export_weights": ("export", "export_weights"),
     "Preprocessor": ("preprocess", "Preprocessor"),
     "convert_for_training": ("train", "convert_for_training"),
+    "save_caffemodel": ("train.writeback", "save_caffemodel"),
 }
 
 __all__ = ["CaffeFormatError", "CaffeWarning", "Preprocessor", "UnsupportedLayerError",
            "convert", "convert_for_training", "export_weights", "load_caffemodel", "load_graph", "load_net",
-           "read_mean", "register_converter", "register_weights"]
+           "read_mean", "register_converter", "register_weights", "save_caffemodel"]
 assert set(__all__) >= set(_LAZY)
 
 
