@@ -213,6 +213,16 @@ message ContrastiveLossParameter
 message InfogainLossParameter open
   1 source string
 
+# One record of a Data layer's LMDB/LevelDB.
+message Datum
+  1 channels int32
+  2 height int32
+  3 width int32
+  4 data bytes
+  5 label int32
+  6 float_data float*
+  7 encoded bool = false
+
 # solver.prototxt (BVLC master; 41-42 SSD's). V1 files name the type with solver_type.
 message SolverParameter
   24 net string
@@ -265,6 +275,9 @@ message DataParameter open
   3 mean_file string
   5 crop_size uint32 = 0
   6 mirror bool = false
+  7 rand_skip uint32 = 0
+  8 backend DB = LEVELDB
+  9 force_encoded_color bool = false
 
 message ImageDataParameter open
   1 source string
@@ -272,6 +285,9 @@ message ImageDataParameter open
   9 new_height uint32 = 0
   10 new_width uint32 = 0
   11 is_color bool = true
+  7 rand_skip uint32 = 0
+  8 shuffle bool = false
+  12 root_folder string
   2 scale float = 1
   3 mean_file string
   5 crop_size uint32 = 0
