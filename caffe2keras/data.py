@@ -20,8 +20,8 @@ import os
 import numpy as np
 
 from .errors import CaffeFormatError
-from .mean import read_binaryproto
 from .files import read_text
+from .mean import read_binaryproto
 from .net import DATA_TYPES, Layer, _included
 from .proto.schema import V1_TYPE_NAMES
 from .proto.text import parse_text
@@ -58,7 +58,7 @@ def decode_image(buf, color=True, where=""):
         try:
             im = Image.open(io.BytesIO(buf))
             img = np.asarray(im.convert("RGB" if color else "L"))
-        except Exception as e:
+        except (OSError, ValueError) as e:  # PIL.UnidentifiedImageError is an OSError
             _fail(f"{where}: cannot decode the image ({e})")
         if color:
             img = img[:, :, ::-1]

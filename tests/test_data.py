@@ -78,7 +78,7 @@ def db(tmp_path):
     with env.begin(write=True) as txn:
         for i, img in enumerate(images):
             if i == 3:  # an encoded record (PNG, lossless), BGR like Caffe's
-                ok, png = cv2.imencode(".png", img.transpose(1, 2, 0).astype(np.uint8))
+                _, png = cv2.imencode(".png", img.transpose(1, 2, 0).astype(np.uint8))
                 txn.put(f"{i:08d}".encode(), datum(label=i, encoded=png.tobytes()))
             else:
                 txn.put(f"{i:08d}".encode(), datum(img, label=i))

@@ -18,7 +18,7 @@ from .shared import ROOT, to_numpy
 
 DATA = ROOT / "tests" / "data" / "train"
 sys.path.insert(0, str(DATA))
-from train_batches import STEPS, batch  # noqa: E402
+from train_batches import STEPS, batch
 
 RUNS = json.loads((DATA / "runs.json").read_text())
 NET = DATA / "train_net.prototxt"

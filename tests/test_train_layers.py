@@ -99,7 +99,7 @@ def test_accuracy_top_k_ties_and_ignore():
                        [0.2, 0.2, 0.2, 0.2],
                        [0.0, 0.0, 1.0, 0.0]], np.float32)
     labels = np.array([1, 0, 3, 7], np.float32)
-    got = lambda **kw: float(to_numpy(Accuracy(**kw)([scores, labels])))  # noqa: E731
+    got = lambda **kw: float(to_numpy(Accuracy(**kw)([scores, labels])))
     assert got(ignore_label=7) == pytest.approx(2 / 3)   # 1 (second to 2), 0 yes, 3 yes
     assert got(top_k=2, ignore_label=7) == pytest.approx(1.0)
     labels[3] = 2

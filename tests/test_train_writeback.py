@@ -14,7 +14,7 @@ from .shared import ROOT, conformance_files, to_numpy
 
 DATA = ROOT / "tests" / "data" / "train"
 sys.path.insert(0, str(DATA))
-from train_batches import batch  # noqa: E402
+from train_batches import batch
 
 
 def _blobs(path):

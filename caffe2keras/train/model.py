@@ -130,7 +130,7 @@ def _loss_layer(lay, path):
                                        "third bottom", path=path, layer=lay.name)
             from ..mean import read_binaryproto
             h = np.asarray(read_binaryproto(_beside(source, path)), np.float32)
-            k = int(round(h.size ** 0.5))
+            k = round(h.size ** 0.5)
             h = h.reshape(k, k)
         return InfogainLoss(infogain=h, name=_kname(lay.name))
     if t == "ContrastiveLoss":
@@ -173,12 +173,31 @@ def convert_for_training(solver, caffemodel=None, input_shapes=None, seed=None,
     make one) and returns the loss as Caffe reports it (sum of loss_weight x loss before
     the update, no weight decay), followed by the accuracies if there are any.
     """
-    from ..emit.builder import build_model, keras_shape
-    from ..emit.plan import FUSED_BN_SCALE, make_plan
-
     if not isinstance(solver, Solver):
         solver = load_solver(solver)
     net = solver.train_net(input_shapes)
+    model, multipliers = _training_model(net, caffemodel, input_shapes, seed)
+    if compile:
+        model.compile(optimizer=make_optimizer(solver, multipliers))
+    model.caffe_solver = solver
+    return model
+
+
+def convert_for_testing(solver, caffemodel=None, input_shapes=None, index=0):
+    """The solver's test net ``index`` (``test_net``, or the net in TEST phase with
+    ``test_state``) as a model whose outputs include its loss and accuracy tops (run it
+    with ``training=False``: BatchNorm uses the stored statistics, as Caffe's test)."""
+    if not isinstance(solver, Solver):
+        solver = load_solver(solver)
+    net = solver.test_net(index, input_shapes)
+    model, _ = _training_model(net, caffemodel, input_shapes, None, need_loss=False)
+    return model
+
+
+def _training_model(net, caffemodel, input_shapes, seed, need_loss=True):
+    from ..emit.builder import build_model, keras_shape
+    from ..emit.plan import FUSED_BN_SCALE, make_plan
+
     path = net.path
     losses = [lay for lay in net.held_out if not is_data_layer(lay)
               and (lay.type.endswith("Loss") or lay.type == "Accuracy")]
@@ -188,7 +207,7 @@ def convert_for_training(solver, caffemodel=None, input_shapes=None, seed=None,
         raise UnsupportedLayerError(
             "training-only layers not supported for training: " + "; ".join(
                 f"{lay.name} ({lay.type})" for lay in others), path=path)
-    if not any(lay.type != "Accuracy" for lay in losses):
+    if need_loss and not any(lay.type != "Accuracy" for lay in losses):
         raise CaffeFormatError("the train net has no loss layer; nothing to train", path=path)
     weights = load_caffemodel(caffemodel) if caffemodel is not None else None
     graph = build_graph(net, weights)
@@ -269,10 +288,7 @@ def convert_for_training(solver, caffemodel=None, input_shapes=None, seed=None,
         warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
         model = CaffeTrainingModel(tensors, outputs, loss_weights=loss_weights,
                                    accuracies=accuracies, frozen=frozen, name=clone.name)
-    if compile:
-        model.compile(optimizer=make_optimizer(solver, multipliers))
-    model.caffe_solver = solver
-    return model
+    return model, multipliers
 
 
 def _set_multipliers(model, plan, path):

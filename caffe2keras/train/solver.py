@@ -43,6 +43,46 @@ class Solver:
             _warn_unknown(unknown, self.path)
 
 
+    def test_net(self, index=0, input_shapes=None) -> Net:
+        """Test net ``index`` in TEST phase: test_net[index] or test_net_param[index],
+        else the solver's net with test_state[index] (as Caffe's Solver::InitTestNets)."""
+        p = self.params
+        states = p.test_state
+        state = states[index] if index < len(states) else None
+        level = state.level if state is not None else 0
+        stages = tuple(state.stage) if state is not None else ()
+        if p.test_net or p.test_net_param:
+            files, inline = list(p.test_net), list(p.test_net_param)
+            if index < len(inline):
+                proto = inline[index]
+            elif index - len(inline) < len(files):
+                return load_net(_resolve(files[index - len(inline)], self.path),
+                                input_shapes=input_shapes, phase="TEST", level=level,
+                                stages=stages)
+            else:
+                raise IndexError(f"the solver has {len(files) + len(inline)} test nets")
+        elif self.net_path is not None:
+            return load_net(self.net_path, input_shapes=input_shapes, phase="TEST",
+                            level=level, stages=stages)
+        else:
+            proto = p.net_param
+        unknown = _unknown_fields(proto, "net", [], skip=("layer", "layers"))
+        try:
+            return _build_net(proto, unknown, self.path, input_shapes, "TEST", level, stages)
+        finally:
+            _warn_unknown(unknown, self.path)
+
+    @property
+    def test_net_path(self):
+        """The file of test net 0 (None: inline)."""
+        p = self.params
+        if p.test_net_param:
+            return None
+        if p.test_net:
+            return _resolve(p.test_net[0], self.path)
+        return self.net_path
+
+
 def _fail(msg, path, position=None):
     raise CaffeFormatError(msg, path=path, position=position)
 

@@ -7,9 +7,8 @@ each case's loss top and the diff of its first bottom (loss_weight 1). Never run
 import os
 import tempfile
 
-import numpy as np
-
 import caffe
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -17,9 +17,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from train_batches import STEPS, batch  # noqa: E402
-
-import caffe  # noqa: E402
+import caffe
+from train_batches import STEPS, batch
 
 LOSS_WEIGHTS = {"loss_cls": 1.0, "loss_reg": 0.5}
 
@@ -29,7 +28,8 @@ def main():
     caffe.set_random_seed(1)
     net_path = os.path.join(HERE, "train_net.prototxt")
     init = os.path.join(HERE, "init.caffemodel")
-    runs = json.load(open(os.path.join(HERE, "runs.json")))
+    with open(os.path.join(HERE, "runs.json")) as f:
+        runs = json.load(f)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in runs.items():
