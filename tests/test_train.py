@@ -202,3 +202,21 @@ def test_no_loss_is_refused(tmp_path):
     with pytest.raises(CaffeFormatError, match="no loss layer"):
         convert_for_training(write_solver(tmp_path, RUNS["sgd_fixed"],
                                           net=tmp_path / "n.prototxt"))
+
+
+def test_a_new_head_starts_from_its_filler(tmp_path):
+    """As caffe train --weights: layers the caffemodel lacks keep their fillers' values."""
+    from caffe2keras import convert_for_training
+
+    (tmp_path / "n.prototxt").write_text(NET.read_text().replace('name: "reg"', 'name: "head"'))
+    solver = write_solver(tmp_path, RUNS["sgd_fixed"], net=tmp_path / "n.prototxt")
+    with pytest.warns(CaffeWarning, match="no weights for head"):
+        model = convert_for_training(solver, INIT, seed=0)
+    kernel, bias = model.get_layer("head").get_weights()
+    assert 0.2 < kernel.std() < 0.4 and not bias.any()  # gaussian std 0.3, constant 0
+    ref = convert_for_training(write_solver(tmp_path, RUNS["sgd_fixed"], name="r.prototxt"),
+                               INIT, compile=False)
+    np.testing.assert_array_equal(model.get_layer("fc1").get_weights()[0],
+                                  ref.get_layer("fc1").get_weights()[0])
+    loss, _ = model.train_on_batch(nhwc(batch(0)))
+    assert np.isfinite(loss)

@@ -9,8 +9,8 @@ import numpy as np
 from keras import ops
 
 from ..caffemodel import load_caffemodel
-from ..errors import CaffeFormatError, UnsupportedLayerError
-from ..graph import build_graph
+from ..errors import CaffeFormatError, CaffeWarning, UnsupportedLayerError
+from ..graph import attach_weights, build_graph
 from ..net import is_data_layer
 from .layers import (
     Accuracy,
@@ -210,7 +210,10 @@ def _training_model(net, caffemodel, input_shapes, seed, need_loss=True):
     if need_loss and not any(lay.type != "Accuracy" for lay in losses):
         raise CaffeFormatError("the train net has no loss layer; nothing to train", path=path)
     weights = load_caffemodel(caffemodel) if caffemodel is not None else None
-    graph = build_graph(net, weights)
+    graph = build_graph(net)
+    if weights is not None:
+        weights = _with_fresh_layers(graph, weights, np.random.default_rng(seed))
+        attach_weights(graph, weights)
     bn_state = {}
     for node in graph.nodes:
         if node.type == "BatchNorm":
@@ -289,6 +292,56 @@ def _training_model(net, caffemodel, input_shapes, seed, need_loss=True):
         model = CaffeTrainingModel(tensors, outputs, loss_weights=loss_weights,
                                    accuracies=accuracies, frozen=frozen, name=clone.name)
     return model, multipliers
+
+
+class _Blob:
+    """A fresh blob dressed as a caffemodel one (for graph.attach_weights)."""
+
+    legacy = False
+
+    def __init__(self, array):
+        self._array = array
+        self.shape = tuple(array.shape)
+
+    def array(self, shape=None):
+        return self._array if shape is None else self._array.reshape(shape)
+
+
+class _Entry:
+    def __init__(self, name, blobs):
+        self.name = name
+        self.blobs = [_Blob(b) for b in blobs]
+        self.pool_field13 = None
+
+
+class _WithFresh:
+    """A caffemodel plus fresh blobs for the layers it lacks: as `caffe train --weights`,
+    a layer the weights file does not name keeps its filler's values (a new head)."""
+
+    def __init__(self, weights, fresh):
+        self.path = weights.path
+        self.all_layers = weights.all_layers
+        self.layers = {**weights.layers, **fresh}
+
+
+def _with_fresh_layers(graph, weights, rng):
+    from ..fillers import fresh_blobs
+
+    fresh = {}
+    for node in graph.nodes:
+        if node.param_shapes and node.name not in weights.layers:
+            if node.type == "BatchNorm":  # Caffe's start: empty sums, factor 0
+                blobs = [np.zeros(s, np.float32) for s in node.param_shapes]
+            else:
+                blobs = fresh_blobs(node.layer, node.param_shapes, rng)
+            if blobs is None:
+                continue  # let attach_weights name it
+            fresh[node.name] = _Entry(node.name, blobs)
+    if not fresh:
+        return weights
+    warnings.warn(f"{weights.path} has no weights for {', '.join(fresh)}: they start from "
+                  f"their fillers, as in caffe train --weights", CaffeWarning, stacklevel=3)
+    return _WithFresh(weights, fresh)
 
 
 def _set_multipliers(model, plan, path):
