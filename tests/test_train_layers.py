@@ -15,6 +15,7 @@ from caffe2keras.train.layers import (
     InfogainLoss,
     MultinomialLogisticLoss,
     SigmoidCrossEntropyLoss,
+    SmoothL1Loss,
     SoftmaxWithLoss,
 )
 
@@ -142,3 +143,35 @@ def test_layers_serialize():
                   InfogainLoss(infogain=np.eye(2))):
         back = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
         assert back.get_config() == layer.get_config()
+
+
+def smooth_l1_reference(a, b, w_in=None, w_out=None, sigma=1.0):
+    """numpy port of Fast R-CNN's smooth_L1_loss_layer.cu forward and backward
+    (rbgirshick/caffe-fast-rcnn, as in WalterMa/caffe-fast-rcnn@fc4e619a): the fork is
+    not in the Caffe we build, so its loss is checked against this transcription."""
+    s2 = sigma * sigma
+    d = a - b
+    if w_in is not None:
+        d = d * w_in
+    err = np.where(np.abs(d) < 1 / s2, 0.5 * d * d * s2, np.abs(d) - 0.5 / s2)
+    if w_out is not None:
+        err = err * w_out
+    n = a.shape[0]
+    grad = np.where(np.abs(d) < 1 / s2, s2 * d, np.sign(d)) / n
+    if w_in is not None:
+        grad = grad * w_in
+    if w_out is not None:
+        grad = grad * w_out
+    return err.sum() / n, grad
+
+
+@pytest.mark.parametrize("sigma, weights", [(1.0, 0), (3.0, 2), (0.5, 1)])
+def test_smooth_l1_loss(sigma, weights):
+    rng = np.random.default_rng(2)
+    a = rng.normal(0, 1, (4, 8)).astype(np.float32)
+    b = rng.normal(0, 1, (4, 8)).astype(np.float32)
+    extra = [rng.integers(0, 2, (4, 8)).astype(np.float32) for _ in range(weights)]
+    want, want_grad = smooth_l1_reference(a, b, *extra, sigma=sigma)
+    loss, grad = value_and_grad(SmoothL1Loss(sigma), [a, b, *extra])
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-7)

@@ -170,7 +170,7 @@ message LayerParameter
   205 detection_evaluate_param OpenParameter
   206 norm_param NormalizeParameter
   207 video_data_param OpenParameter
-  208 smooth_l1_loss_param OpenParameter
+  208 smooth_l1_loss_param SmoothL1LossParameter
   # Fork layers' params. Forks number these differently (DeepLab's interp_param even reuses
   # 143), so only their text names are a contract: the numbers below are private to this
   # table, and binary weight files are never asked for these params.
@@ -222,6 +222,10 @@ message Datum
   5 label int32
   6 float_data float*
   7 encoded bool = false
+
+# Fast R-CNN's (rbgirshick/caffe-fast-rcnn); SSD's has no fields of its own.
+message SmoothL1LossParameter open
+  1 sigma float = 1
 
 # solver.prototxt (BVLC master; 41-42 SSD's). V1 files name the type with solver_type.
 message SolverParameter

@@ -232,6 +232,33 @@ class ContrastiveLoss(_CaffeLoss):
 
 
 @keras.saving.register_keras_serializable(package="caffe2keras")
+class SmoothL1Loss(_CaffeLoss):
+    """Fast R-CNN's smooth L1 (a fork layer): sum(w_out * f(w_in * (a - b))) / N with
+    f(x) = 0.5 (sigma x)^2 where |x| < 1 / sigma^2, else |x| - 0.5 / sigma^2; the inside
+    and outside weights are the optional third and fourth inputs. After
+    rbgirshick/caffe-fast-rcnn src/caffe/layers/smooth_L1_loss_layer.cu (as in
+    WalterMa/caffe-fast-rcnn@fc4e619a), whose backward is this function's derivative."""
+
+    def __init__(self, sigma=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.sigma = float(sigma)
+
+    def call(self, inputs):
+        d = _per_item(inputs[0]) - _per_item(inputs[1])
+        if len(inputs) > 2:
+            d = d * _per_item(inputs[2])
+        s2 = self.sigma * self.sigma
+        a = ops.abs(d)
+        err = ops.where(a < 1.0 / s2, 0.5 * s2 * d * d, a - 0.5 / s2)
+        if len(inputs) > 3:
+            err = err * _per_item(inputs[3])
+        return ops.sum(err) / ops.cast(ops.shape(d)[0], "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "sigma": self.sigma}
+
+
+@keras.saving.register_keras_serializable(package="caffe2keras")
 class Accuracy(_CaffeLoss):
     """Caffe's top-k accuracy along ``axis``, skipping ``ignore_label``. Ties rank as in
     Caffe's partial_sort of (score, index) pairs: the higher index first."""

@@ -21,13 +21,14 @@ from .layers import (
     InfogainLoss,
     MultinomialLogisticLoss,
     SigmoidCrossEntropyLoss,
+    SmoothL1Loss,
     SoftmaxWithLoss,
 )
 from .optimizer import CaffeLearningRate, CaffeSolver
 from .solver import Solver, load_solver
 
 LOSS_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
-              "MultinomialLogisticLoss", "InfogainLoss", "ContrastiveLoss")
+              "MultinomialLogisticLoss", "InfogainLoss", "ContrastiveLoss", "SmoothL1Loss")
 
 
 @keras.saving.register_keras_serializable(package="caffe2keras")
@@ -137,6 +138,9 @@ def _loss_layer(lay, path):
         p = lay.param("contrastive_loss_param")
         return ContrastiveLoss(margin=p.margin, legacy_version=p.legacy_version,
                                name=_kname(lay.name))
+    if t == "SmoothL1Loss":
+        return SmoothL1Loss(sigma=lay.param("smooth_l1_loss_param").sigma,
+                            name=_kname(lay.name))
     if t == "Accuracy":
         p = lay.param("accuracy_param")
         return Accuracy(top_k=p.top_k, axis=p.axis,
