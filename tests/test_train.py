@@ -220,3 +220,46 @@ def test_a_new_head_starts_from_its_filler(tmp_path):
                                   ref.get_layer("fc1").get_weights()[0])
     loss, _ = model.train_on_batch(nhwc(batch(0)))
     assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (('name: "fc1" type: "InnerProduct" bottom: "pool2" top: "fc1"\n  param { lr_mult: 3',
+      ('name: "fc1" type: "InnerProduct" bottom: "pool2" top: "fc1"\n  param { name: "w" '
+      'lr_mult: 3')),
+     None),
+    (('name: "relu2" type: "ReLU" bottom: "fc1" top: "fc1" }',
+      'name: "relu2" type: "ReLU" bottom: "fc1" top: "fc1" loss_weight: 1 }'),
+     "loss_weight on a ReLU layer"),
+])
+def test_what_would_train_wrong_is_refused(tmp_path, edit, message):
+    from caffe2keras import UnsupportedLayerError, convert_for_training
+
+    text = NET.read_text()
+    assert edit[0] in text
+    text = text.replace(*edit)
+    if message is None:  # share fc1's weight with cls's (same shape is not needed to refuse)
+        text = text.replace('name: "cls" type: "InnerProduct" bottom: "fc1" top: "cls"',
+                            'name: "cls" type: "InnerProduct" bottom: "fc1" top: "cls" '
+                            'param { name: "w" }')
+        message = "parameter 'w' is shared by layers fc1, cls"
+    (tmp_path / "n.prototxt").write_text(text)
+    with pytest.raises(UnsupportedLayerError, match=message):
+        convert_for_training(write_solver(tmp_path, RUNS["sgd_fixed"],
+                                          net=tmp_path / "n.prototxt"))
+
+
+def test_dropout_is_active_in_training(tmp_path):
+    from caffe2keras import convert_for_training
+
+    text = NET.read_text().replace(
+        'layer { name: "relu2" type: "ReLU" bottom: "fc1" top: "fc1" }',
+        'layer { name: "relu2" type: "ReLU" bottom: "fc1" top: "fc1" }\n'
+        'layer { name: "drop" type: "Dropout" bottom: "fc1" top: "fc1" '
+        'dropout_param { dropout_ratio: 0.5 } }')
+    (tmp_path / "n.prototxt").write_text(text)
+    model = convert_for_training(write_solver(tmp_path, RUNS["sgd_fixed"],
+                                              net=tmp_path / "n.prototxt"), INIT)
+    x = nhwc(batch(0))
+    a = to_numpy(model(x, training=True)["cls"])
+    b = to_numpy(model(x, training=False)["cls"])
+    assert not np.allclose(a, b)

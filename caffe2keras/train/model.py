@@ -211,6 +211,7 @@ def _training_model(net, caffemodel, input_shapes, seed, need_loss=True):
         raise UnsupportedLayerError(
             "training-only layers not supported for training: " + "; ".join(
                 f"{lay.name} ({lay.type})" for lay in others), path=path)
+    _refuse_what_would_train_wrong(net, path)
     if need_loss and not any(lay.type != "Accuracy" for lay in losses):
         raise CaffeFormatError("the train net has no loss layer; nothing to train", path=path)
     weights = load_caffemodel(caffemodel) if caffemodel is not None else None
@@ -296,6 +297,28 @@ def _training_model(net, caffemodel, input_shapes, seed, need_loss=True):
         model = CaffeTrainingModel(tensors, outputs, loss_weights=loss_weights,
                                    accuracies=accuracies, frozen=frozen, name=clone.name)
     return model, multipliers
+
+
+def _refuse_what_would_train_wrong(net, path):
+    """Shared parameters and losses on ordinary layers are not built: say so, rather
+    than train something else."""
+    owners = {}
+    for lay in net.layers:
+        specs = lay.params.param if lay.params._mtype.name == "LayerParameter" else []
+        for spec in specs:
+            if spec.name:
+                owners.setdefault(spec.name, []).append(lay.name)
+        if any(lay.params.loss_weight):
+            raise UnsupportedLayerError(
+                f"loss_weight on a {lay.type} layer (a loss from an ordinary layer's top) is "
+                f"not supported for training", path=path, layer=lay.name)
+    shared = {k: v for k, v in owners.items() if len(v) > 1}
+    if shared:
+        name, layers = next(iter(shared.items()))
+        raise UnsupportedLayerError(
+            f"parameter '{name}' is shared by layers {', '.join(layers)}; shared parameters "
+            f"are not supported for training (each layer would learn its own copy)",
+            path=path)
 
 
 class _Blob:
