@@ -199,8 +199,9 @@ def convert_for_testing(solver, caffemodel=None, input_shapes=None, index=0):
 
 
 def _training_model(net, caffemodel, input_shapes, seed, need_loss=True):
-    from ..emit.builder import build_model, keras_shape
+    from ..emit.builder import build_model
     from ..emit.plan import FUSED_BN_SCALE, make_plan
+    from ..layout import keras_shape
 
     path = net.path
     losses = [lay for lay in net.held_out if not is_data_layer(lay)

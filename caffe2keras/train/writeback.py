@@ -1,9 +1,9 @@
 """save_caffemodel: a (fine-tuned) Keras model's weights back into a .caffemodel.
 
-Each layer type's registered weights function maps Caffe blobs to Keras arrays by
-rearranging them (transposes, reshapes, flatten-order permutations). Run on blobs that
-hold their own element indices, it tells where every Caffe value went, so its inverse
-needs no per-type code; a type whose function computes values instead is named.
+Each layer type's record (emit/registry.py) has a weights function mapping Caffe blobs
+to Keras arrays by rearranging them (transposes, reshapes, flatten-order permutations).
+Run on blobs that hold their own element indices, it tells where every Caffe value went,
+so its inverse needs no per-type code; a type whose function computes values is named.
 BatchNorm is the exception: its statistics are divided by Caffe's scale factor, and are
 written back multiplied by it (the model's factor after training, else 1).
 """
@@ -31,12 +31,13 @@ def _inverse_map(step, graph, path):
     """{keras layer: [int64 arrays of (node index, blob index, flat index)]}: where each
     Keras value comes from."""
     from ..emit.context import LayerContext
-    from ..emit.registry import WEIGHTS
+    from ..emit.registry import layer_type
 
     nodes = [n for n in step.nodes if n.param_shapes]
     shapes = [[tuple(s) for s in n.param_shapes] for n in nodes]
     ctx = LayerContext(step, graph, with_weights=True)
-    fn = WEIGHTS.get(step.type)
+    record = layer_type(step.type)
+    fn = record.weights if record is not None else None
     if fn is None:
         raise UnsupportedLayerError(f"no weights function for {step.type}: cannot map its "
                                     f"Keras weights back", path=path, layer=step.node.name)
