@@ -11,7 +11,8 @@ import warnings
 from . import __version__
 from .errors import CaffeWarning, NameNotFoundError, UserInputError
 
-COMMANDS = ["inspect", "convert", "weights", "predict", "codegen", "verify", "dump_reference", "mean"]
+COMMANDS = ["inspect", "convert", "weights", "predict", "codegen", "verify", "dump_reference", "mean",
+            "train"]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

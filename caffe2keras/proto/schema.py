@@ -31,6 +31,10 @@ ReductionOp SUM=1 ASUM=2 SUMSQ=3 MEAN=4
 CodeType CORNER=1 CENTER_SIZE=2 CORNER_SIZE=3
 NormalizationMode FULL=0 VALID=1 BATCH_SIZE=2 NONE=3
 DB LEVELDB=0 LMDB=1
+HingeNorm L1=1 L2=2
+SolverType SGD=0 NESTEROV=1 ADAGRAD=2 RMSPROP=3 ADADELTA=4 ADAM=5
+SnapshotFormat HDF5=0 BINARYPROTO=1
+SolverMode CPU=0 GPU=1
 V1LayerType NONE=0 ABSVAL=35 ACCURACY=1 ARGMAX=30 BNLL=2 CONCAT=3 CONTRASTIVE_LOSS=37 \
  CONVOLUTION=4 DATA=5 DECONVOLUTION=39 DROPOUT=6 DUMMY_DATA=32 EUCLIDEAN_LOSS=7 ELTWISE=25 \
  EXP=38 FLATTEN=8 HDF5_DATA=9 HDF5_OUTPUT=10 HINGE_LOSS=28 IM2COL=11 IMAGE_DATA=12 \
@@ -117,7 +121,7 @@ message LayerParameter
   141 bias_param BiasParameter
   148 clip_param ClipParameter
   104 concat_param ConcatParameter
-  105 contrastive_loss_param OpenParameter
+  105 contrastive_loss_param ContrastiveLossParameter
   106 convolution_param ConvolutionParameter
   144 crop_param CropParameter
   107 data_param DataParameter
@@ -130,9 +134,9 @@ message LayerParameter
   135 flatten_param FlattenParameter
   112 hdf5_data_param HDF5DataParameter
   113 hdf5_output_param OpenParameter
-  114 hinge_loss_param OpenParameter
+  114 hinge_loss_param HingeLossParameter
   115 image_data_param ImageDataParameter
-  116 infogain_loss_param OpenParameter
+  116 infogain_loss_param InfogainLossParameter
   117 inner_product_param InnerProductParameter
   143 input_param InputParameter
   134 log_param LogParameter
@@ -166,7 +170,7 @@ message LayerParameter
   205 detection_evaluate_param OpenParameter
   206 norm_param NormalizeParameter
   207 video_data_param OpenParameter
-  208 smooth_l1_loss_param OpenParameter
+  208 smooth_l1_loss_param SmoothL1LossParameter
   # Fork layers' params. Forks number these differently (DeepLab's interp_param even reuses
   # 143), so only their text names are a contract: the numbers below are private to this
   # table, and binary weight files are never asked for these params.
@@ -190,7 +194,84 @@ message TransformationParameter open
   7 force_gray bool = false
 
 message LossParameter open
+  1 ignore_label int32
+  3 normalization NormalizationMode = VALID
+  2 normalize bool
+
 message AccuracyParameter open
+  1 top_k uint32 = 1
+  2 axis int32 = 1
+  3 ignore_label int32
+
+message HingeLossParameter
+  1 norm HingeNorm = L1
+
+message ContrastiveLossParameter
+  1 margin float = 1
+  2 legacy_version bool = false
+
+# BVLC master added 2 axis; the softmax it applies since 2017 is not in Caffe 1.0.
+message InfogainLossParameter open
+  1 source string
+
+# One record of a Data layer's LMDB/LevelDB.
+message Datum
+  1 channels int32
+  2 height int32
+  3 width int32
+  4 data bytes
+  5 label int32
+  6 float_data float*
+  7 encoded bool = false
+
+# Fast R-CNN's (rbgirshick/caffe-fast-rcnn); SSD's has no fields of its own.
+message SmoothL1LossParameter open
+  1 sigma float = 1
+
+# solver.prototxt (BVLC master; 41-42 SSD's). V1 files name the type with solver_type.
+message SolverParameter
+  24 net string
+  25 net_param NetParameter
+  1 train_net string
+  2 test_net string*
+  21 train_net_param NetParameter
+  22 test_net_param NetParameter*
+  26 train_state NetState
+  27 test_state NetState*
+  41 eval_type string = classification
+  42 ap_version string = Integral
+  3 test_iter int32*
+  4 test_interval int32 = 0
+  19 test_compute_loss bool = false
+  32 test_initialization bool = true
+  5 base_lr float
+  6 display int32
+  33 average_loss int32 = 1
+  7 max_iter int32
+  36 iter_size int32 = 1
+  8 lr_policy string
+  9 gamma float
+  10 power float
+  11 momentum float
+  12 weight_decay float
+  29 regularization_type string = L2
+  13 stepsize int32
+  34 stepvalue int32*
+  35 clip_gradients float = -1
+  14 snapshot int32 = 0
+  15 snapshot_prefix string
+  16 snapshot_diff bool = false
+  37 snapshot_format SnapshotFormat = BINARYPROTO
+  17 solver_mode SolverMode = GPU
+  18 device_id int32 = 0
+  20 random_seed int64 = -1
+  40 type string = SGD
+  31 delta float = 1e-8
+  39 momentum2 float = 0.999
+  38 rms_decay float = 0.99
+  23 debug_info bool = false
+  28 snapshot_after_train bool = true
+  30 solver_type SolverType = SGD
 
 message DataParameter open
   1 source string
@@ -199,6 +280,9 @@ message DataParameter open
   3 mean_file string
   5 crop_size uint32 = 0
   6 mirror bool = false
+  7 rand_skip uint32 = 0
+  8 backend DB = LEVELDB
+  9 force_encoded_color bool = false
 
 message ImageDataParameter open
   1 source string
@@ -206,6 +290,9 @@ message ImageDataParameter open
   9 new_height uint32 = 0
   10 new_width uint32 = 0
   11 is_color bool = true
+  7 rand_skip uint32 = 0
+  8 shuffle bool = false
+  12 root_folder string
   2 scale float = 1
   3 mean_file string
   5 crop_size uint32 = 0
@@ -522,7 +609,7 @@ message V1LayerParameter
   27 accuracy_param AccuracyParameter
   23 argmax_param ArgMaxParameter
   9 concat_param ConcatParameter
-  40 contrastive_loss_param OpenParameter
+  40 contrastive_loss_param ContrastiveLossParameter
   10 convolution_param ConvolutionParameter
   11 data_param DataParameter
   12 dropout_param DropoutParameter
@@ -531,9 +618,9 @@ message V1LayerParameter
   41 exp_param ExpParameter
   13 hdf5_data_param HDF5DataParameter
   14 hdf5_output_param OpenParameter
-  29 hinge_loss_param OpenParameter
+  29 hinge_loss_param HingeLossParameter
   15 image_data_param ImageDataParameter
-  16 infogain_loss_param OpenParameter
+  16 infogain_loss_param InfogainLossParameter
   17 inner_product_param InnerProductParameter
   18 lrn_param LRNParameter
   22 memory_data_param MemoryDataParameter
