@@ -647,7 +647,7 @@ def fast_layout(graph: Graph, plan, keep):
             strong.add(id(s))
             s = parent[id(s)]
 
-    builtin = "caffe2keras.emit.converters."
+    builtin = ("caffe2keras.emit.converters.", "caffe2keras.emit.zoo.")
     by_class = {}
     for step in plan:
         if id(step) not in in_model:

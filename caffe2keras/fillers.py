@@ -32,6 +32,10 @@ _FILLED = {
     "PReLU": ("prelu_param", ("filler",)),
     "Normalize": ("norm_param", ("scale_filler",)),
 }
+# Caffe types whose blobs follow rules of their own (which filler fills which blob):
+# type -> fn(layer, param_shapes, rng) -> blobs; registered beside their converters
+FRESH_FUNCTIONS = {}
+
 # what each blob starts as when its filler is not given (Caffe's own defaults where they
 # can train: Scale 1, PReLU 0.25, Normalize 1; see the module docstring otherwise)
 _UNSET = {
@@ -95,6 +99,13 @@ def fill(filler: Message, shape, rng: np.random.Generator, layer=None) -> np.nda
                            f"gaussian, positive_unitball, xavier, msra, bilinear)", layer=layer)
 
 
+def glorot(shape, rng):
+    """Keras's Glorot uniform = Caffe's xavier over (fan_in + fan_out) / 2."""
+    fan_in, fan_out = _fans(shape)
+    scale = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-scale, scale, shape).astype(np.float32)
+
+
 def _default(kind, shape, rng):
     if kind == "zero":
         return np.zeros(shape, np.float32)
@@ -102,15 +113,15 @@ def _default(kind, shape, rng):
         return np.ones(shape, np.float32)
     if kind == "prelu":
         return np.full(shape, 0.25, np.float32)
-    # Keras's Glorot uniform = Caffe's xavier over (fan_in + fan_out) / 2
-    fan_in, fan_out = _fans(shape)
-    scale = math.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-scale, scale, shape).astype(np.float32)
+    return glorot(shape, rng)
 
 
 def fresh_blobs(layer, param_shapes, rng: np.random.Generator):
     """Blobs (Caffe layout) for a layer without weights, or None to leave its Keras
     layers to their own initializers (types this table does not know)."""
+    custom = FRESH_FUNCTIONS.get(layer.type)
+    if custom is not None:
+        return custom(layer, param_shapes, rng)
     if layer.type == "BatchNorm":  # mean 0, variance 1, scale factor 1: Keras's start
         c = param_shapes[0]
         return [np.zeros(c, np.float32), np.ones(c, np.float32), np.ones((1,), np.float32)]

@@ -709,3 +709,8 @@ def infer(layer, bottoms):
         _fail(layer, f"{layer.type} gives {len(tops)} tops here, but the layer lists "
                      f"{len(layer.tops)}")
     return tops, params
+
+
+# Types whose shape function lives beside their converter (one module per type family,
+# Keras-free at import): load them with the built-in shape functions.
+from .emit import zoo  # noqa: E402,F401

@@ -5,3 +5,4 @@ never at module level: `inspect` loads this registry to list supported types and
 stay free of Keras's import cost.
 """
 from . import activations, conv, dense, fork, norm, pooling, ssd, tensor  # noqa: F401
+from .. import zoo  # noqa: F401
