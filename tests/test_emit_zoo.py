@@ -68,8 +68,9 @@ def test_layers_save_and_load(tmp_path):
         model.save(path)
         loaded = keras.saving.load_model(path)   # safe mode: no Lambda anywhere
         a, b = _run(model, ins), _run(loaded, ins)
-        for blob in a:
-            np.testing.assert_array_equal(a[blob], b[blob], err_msg=f"{case}:{blob}")
+        for blob in a:   # torch may round a last bit differently between two models
+            np.testing.assert_allclose(a[blob], b[blob], rtol=1e-6, atol=1e-7,
+                                       err_msg=f"{case}:{blob}")
         models.append(model)
 
 

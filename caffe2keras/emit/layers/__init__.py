@@ -2,4 +2,4 @@
 serializable under the package name "caffe2keras" (keras.ops only, no Lambda).
 Importing this package imports Keras."""
 from . import activations, conv, fork, lrn, pooling, preprocess, scale, ssd, tensor  # noqa: F401
-from . import zoo_bvlc, zoo_recurrent  # noqa: F401
+from . import zoo_bn, zoo_bvlc, zoo_recurrent  # noqa: F401

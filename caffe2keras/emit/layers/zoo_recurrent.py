@@ -129,9 +129,9 @@ class CaffeLSTM(_Recurrent):
             g = ops.tanh(a[:, 3 * u:])
             c = f * c + i * g
             h = o * ops.tanh(c)
-            return (h, c), h
+            return (h, c), (h, c)   # ys shaped like the carry: TensorFlow's scan wants it
 
-        (h, c), hs = ops.scan(step, (self._initial(xw, states, 0),
+        (h, c), (hs, _) = ops.scan(step, (self._initial(xw, states, 0),
                                      self._initial(xw, states, 1)), (xw, cont))
         if self.expose_hidden:
             return [hs, h[None], c[None]]
