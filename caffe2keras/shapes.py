@@ -710,4 +710,4 @@ def infer(layer, bottoms):
 
 # Types whose shape function lives beside their converter (one module per type family,
 # Keras-free at import): load them with the built-in shape functions.
-from .emit import zoo  # noqa: E402,F401
+from .emit import zoo  # noqa: F401

@@ -121,7 +121,7 @@ def test_exported_weights_load_into_the_converted_model(case, tmp_path):
 
 
 def test_inspect_knows_the_shapes(tmp_path):
-    deploy, weights, _, _ = write_case("lstm_static_expose", tmp_path, LAYERS_ARCHIVE)
+    deploy, _, _, _ = write_case("lstm_static_expose", tmp_path, LAYERS_ARCHIVE)
     g = load_graph(deploy)
     lstm = next(n for n in g.nodes if n.type == "LSTM")
     assert lstm.param_shapes == [(16, 3), (16,), (16, 5), (16, 4)]
@@ -134,14 +134,14 @@ def test_inspect_knows_the_shapes(tmp_path):
 
 @pytest.mark.parametrize("inputs,body,match", [
     ({"x": (3, 2, 4), "cont": (3, 3)},
-     'layer { name: "l" type: "LSTM" bottom: "x" bottom: "cont" top: "h" '
-     'recurrent_param { num_output: 2 } }', r"cont must be \(T, N\)"),
+     ('layer { name: "l" type: "LSTM" bottom: "x" bottom: "cont" top: "h" '
+      'recurrent_param { num_output: 2 } }'), r"cont must be \(T, N\)"),
     ({"x": (3, 2), "cont": (3, 2)},
-     'layer { name: "l" type: "RNN" bottom: "x" bottom: "cont" top: "h" '
-     'recurrent_param { num_output: 2 } }', "at least 3 axes"),
+     ('layer { name: "l" type: "RNN" bottom: "x" bottom: "cont" top: "h" '
+      'recurrent_param { num_output: 2 } }'), "at least 3 axes"),
     ({"x": (3, 2, 4), "cont": (3, 2)},
-     'layer { name: "l" type: "LSTM" bottom: "x" bottom: "cont" top: "h" top: "hT" '
-     'recurrent_param { num_output: 2 } }', "1 top"),
+     ('layer { name: "l" type: "LSTM" bottom: "x" bottom: "cont" top: "h" top: "hT" '
+      'recurrent_param { num_output: 2 } }'), "1 top"),
     ({"data": (1, 2, 5, 5)},
      'layer { name: "s" type: "SPP" bottom: "data" top: "s" spp_param { pyramid_height: 3 } }',
      "refuses pad >= kernel"),
