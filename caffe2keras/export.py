@@ -607,6 +607,9 @@ def _weighted_classes(step, ctx):
         return layers
     if t in PLAIN_TYPES:
         return []
+    from .emit.zoo import WEIGHTED_CLASSES
+    if t in WEIGHTED_CLASSES:
+        return WEIGHTED_CLASSES[t](ctx)
     return None
 
 

@@ -6,6 +6,7 @@ import math
 import os
 import re
 
+from .emit.zoo import INSPECT_NOTES
 from .graph import Graph
 from .support import supported_types
 
@@ -42,6 +43,11 @@ def describe(graph: Graph) -> dict:
             entry["note"] = (f"Caffe's top holds one row per detection (up to {rows}); "
                              f"the converted model gives a fixed (N, {rows}, 7) block, "
                              f"unused rows -1")
+        note = INSPECT_NOTES.get(n.type)
+        if note is not None and n.type in supported and "note" not in entry:
+            text = note(n.layer)
+            if text:
+                entry["note"] = text
         layers.append(entry)
     info = {
         "name": graph.net.name, "prototxt": graph.net.path, "format": graph.net.format,

@@ -155,3 +155,23 @@ def test_inspect_knows_the_shapes(tmp_path):
 def test_what_caffe_refuses_is_refused_clearly(tmp_path, inputs, body, match):
     with pytest.raises(CaffeFormatError, match=match):
         load_graph(_net(tmp_path, inputs, body))
+
+
+@pytest.mark.parametrize("case", cases("", LAYERS_ARCHIVE))
+def test_export_fast_paths_are_the_models(case, tmp_path):
+    from .test_export import check_fast_paths
+
+    deploy, weights, _, _ = write_case(case, tmp_path, LAYERS_ARCHIVE)
+    check_fast_paths(deploy, weights)
+    check_fast_paths(deploy, weights, outputs="all")
+
+
+def test_inspect_says_how_filter_and_recurrent_layers_convert(tmp_path, capsys):
+    from caffe2keras.inspect import describe
+
+    deploy, _, _, _ = write_case("filter", tmp_path, LAYERS_ARCHIVE)
+    notes = {e["name"]: e.get("note") for e in describe(load_graph(deploy))["layers"]}
+    assert "then zero rows" in notes["f"]
+    deploy, _, _, _ = write_case("rnn", tmp_path, LAYERS_ARCHIVE)
+    notes = {e["name"]: e.get("note") for e in describe(load_graph(deploy))["layers"]}
+    assert "time is the Keras batch axis" in notes["rnn"]

@@ -240,3 +240,50 @@ def test_bn_weights_export_loads_into_the_model(tmp_path):
     model.load_weights(out)
     x = RNG.standard_normal(shape).astype(F32)
     assert_blob_close(_run(model, {"data": x})["bn"], pspnet_bn(x, *blobs, 1e-3), "export")
+
+
+def test_bn_and_axpy_export_paths_are_the_models(tmp_path):
+    """Where export works the .weights.h5 paths out without Keras (BN of every family,
+    Axpy), they are the converted model's."""
+    from .test_export import check_fast_paths
+
+    conv = {"num_output": 3, "kernel_size": [1]}
+    w = CaffeNetWriter("t").input("data", (1, 3, 4, 4))
+    w.layer("c1", "Convolution", "data", "c1", convolution_param=conv,
+            blobs=[RNG.standard_normal((3, 3, 1, 1)).astype(F32), np.zeros(3, F32)])
+    w.layer("b1", "BN", "c1", "c1", blobs=_vectors(3, 4), bn_param={"frozen": True})
+    w.layer("c2", "Convolution", "c1", "c2", convolution_param=conv,
+            blobs=[RNG.standard_normal((3, 3, 1, 1)).astype(F32), np.zeros(3, F32)])
+    w.layer("b2", "BN", "c2", "c2", blobs=_vectors(3, 4), bn_param={"frozen": True})
+    w.layer("b3", "BN", "c2", "b3", blobs=_vectors(3, 2), bn_param={"bn_mode": "INFERENCE"})
+    w.layer("gap", "Pooling", "c2", "gap", pooling_param={"pool": "AVE", "global_pooling": True})
+    w.layer("axpy", "Axpy", ["gap", "b3", "data"], "out")
+    deploy, weights = tmp_path / "se.prototxt", tmp_path / "se.caffemodel"
+    write_net(deploy, weights, w)
+    check_fast_paths(deploy, weights)          # weights off the first inputs: no fast path
+    check_fast_paths(deploy, weights, outputs="all")
+    # a chain of every BN family: the fast path applies
+    w = CaffeNetWriter("t").input("data", (1, 3, 4, 4))
+    w.layer("c1", "Convolution", "data", "c1", convolution_param=conv,
+            blobs=[RNG.standard_normal((3, 3, 1, 1)).astype(F32), np.zeros(3, F32)])
+    w.layer("b1", "BN", "c1", "c1", blobs=_vectors(3, 4), bn_param={"frozen": True})
+    w.layer("b2", "BN", "c1", "c1", blobs=_vectors(3, 2), bn_param={"bn_mode": "INFERENCE"})
+    w.layer("b3", "BN", "c1", "c1", blobs=_vectors(3, 2), bn_param={"bn_mode": "LEARN"})
+    w.layer("b4", "BN", "c1", "c1", blobs=_vectors(3, 4), bn_param={"momentum": 0.9})
+    write_net(deploy, weights, w)
+    assert check_fast_paths(deploy, weights) is not None
+    assert check_fast_paths(deploy, weights, outputs="all") is not None
+
+
+@pytest.mark.parametrize("param,text", [
+    ({"bn_mode": "LEARN"}, "each batch's own statistics"),
+    ({"bn_mode": "INFERENCE"}, "scale * x + shift"),
+    ({"frozen": True}, "BatchNormalization, frozen"),
+    ({"var_eps": 1e-5, "moving_average": False}, "each batch's own statistics"),
+])
+def test_inspect_names_the_bn_family(tmp_path, param, text):
+    from caffe2keras.inspect import describe
+
+    deploy, _ = _bn_net(tmp_path, (1, 3, 2, 2), param, [])
+    layers = describe(load_graph(deploy))["layers"]
+    assert text in layers[-1]["note"]

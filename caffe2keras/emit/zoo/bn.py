@@ -176,10 +176,41 @@ def axpy(ctx):
     return [ctx.add(layer, list(ctx.inputs))]
 
 
+def bn_classes(ctx):
+    family = bn_family(ctx.layer)
+    if family == SEGNET:
+        cls = "BatchStatNormalization" if _learn_mode(ctx.layer) else "Scale"
+    elif family == VARIANT and not ctx.param("bn_param").moving_average:
+        cls = "BatchStatNormalization"
+    else:
+        cls = "BatchNormalization"
+    return [(ctx.name, cls)]
+
+
+def bn_note(layer):
+    p = layer.param("bn_param")
+    family = bn_family(layer)
+    if family == SEGNET and _learn_mode(layer):
+        return ("SegNet's BN in LEARN mode: Caffe normalizes by each batch's own "
+                "statistics, at test time too (no stored ones); so does the converted model")
+    if family == SEGNET:
+        return "SegNet's BN in INFERENCE mode (statistics folded in): scale * x + shift"
+    if family == VARIANT and not p.moving_average:
+        return ("PSPNet-era BN without moving_average: normalizes by each batch's own "
+                "statistics, at test time too")
+    frozen = ", frozen: not trainable" if family == PSPNET and p.frozen else ""
+    return f"PSPNet's BN (slope, bias, mean, variance): Keras BatchNormalization{frozen}"
+
+
 def _register():
     from ...fillers import FRESH_FUNCTIONS
+    from . import INSPECT_NOTES, WEIGHTED_CLASSES
+
+    INSPECT_NOTES["BN"] = bn_note
 
     FRESH_FUNCTIONS["BN"] = bn_fresh
+    WEIGHTED_CLASSES["BN"] = bn_classes
+    WEIGHTED_CLASSES["Axpy"] = lambda ctx: []
 
 
 _register()

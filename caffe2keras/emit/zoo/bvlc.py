@@ -215,3 +215,18 @@ def filter_(ctx):
 
     out = ctx.add(FilterItems(name=ctx.name), list(ctx.inputs))
     return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _register():
+    from . import INSPECT_NOTES, WEIGHTED_CLASSES
+
+    INSPECT_NOTES["Filter"] = lambda layer: (
+        "Caffe's top holds only the items whose selector is nonzero; the converted model "
+        "keeps the batch size: those items first, then zero rows")
+
+    for t in ("SPP", "Im2col", "BatchReindex", "Filter"):
+        WEIGHTED_CLASSES[t] = lambda ctx: []
+    WEIGHTED_CLASSES["Parameter"] = lambda ctx: [(ctx.name, "LearnedBlob")]
+
+
+_register()

@@ -130,10 +130,15 @@ def _convert(ctx):
 
 def _register():
     from ...fillers import FRESH_FUNCTIONS
+    from . import INSPECT_NOTES, WEIGHTED_CLASSES
 
     for t in ("LSTM", "RNN"):
         register_converter(t, weights=recurrent_weights, shape=recurrent_shape)(_convert)
         FRESH_FUNCTIONS[t] = recurrent_fresh
+        WEIGHTED_CLASSES[t] = lambda ctx, cls=f"Caffe{t}": [(ctx.name, cls)]
+        INSPECT_NOTES[t] = lambda layer: (
+            "x is (T, N, ...): time is the Keras batch axis (any length), the N streams are "
+            "fixed; each call starts from zero state (or h0/c0 with expose_hidden)")
 
 
 _register()
