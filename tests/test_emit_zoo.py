@@ -175,3 +175,19 @@ def test_inspect_says_how_filter_and_recurrent_layers_convert(tmp_path, capsys):
     deploy, _, _, _ = write_case("rnn", tmp_path, LAYERS_ARCHIVE)
     notes = {e["name"]: e.get("note") for e in describe(load_graph(deploy))["layers"]}
     assert "time is the Keras batch axis" in notes["rnn"]
+
+
+def test_recurrent_layers_train(tmp_path):
+    """One sequence per batch (time is the batch axis): gradients flow through the scan.
+    (With x_static or h0, inputs of other batch sizes, fit() refuses the mix: train those
+    with a loop of your own.)"""
+    deploy, weights, ins, outs = write_case("lstm", tmp_path, LAYERS_ARCHIVE)
+    model = _convert(deploy, weights)
+    before = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_weights}
+    model.compile(keras.optimizers.SGD(0.1), loss={k: "mse" for k in model.output})
+    target = {k: np.zeros_like(v) for k, v in outs.items()}
+    model.fit(ins, target, batch_size=ins["x"].shape[0], shuffle=False, epochs=2, verbose=0)
+    after = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_weights}
+    assert set(before) == {"lstm/kernel", "lstm/bias", "lstm/recurrent_kernel"}
+    for k, v in before.items():
+        assert not np.allclose(v, after[k]), k

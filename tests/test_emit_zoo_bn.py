@@ -287,3 +287,22 @@ def test_inspect_names_the_bn_family(tmp_path, param, text):
     deploy, _ = _bn_net(tmp_path, (1, 3, 2, 2), param, [])
     layers = describe(load_graph(deploy))["layers"]
     assert text in layers[-1]["note"]
+
+
+def test_bn_layers_train_as_caffe_would(tmp_path):
+    w = CaffeNetWriter("t").input("data", (4, 3, 2, 2))
+    w.layer("seg", "BN", "data", "seg", blobs=_vectors(3, 2), bn_param={"bn_mode": "LEARN"})
+    w.layer("psp", "BN", "data", "psp", blobs=_vectors(3, 4), bn_param={"frozen": True})
+    w.layer("free", "BN", "data", "free", blobs=_vectors(3, 4), bn_param={"momentum": 0.5})
+    deploy, weights = tmp_path / "t.prototxt", tmp_path / "t.caffemodel"
+    write_net(deploy, weights, w)
+    model = _convert(deploy, weights, outputs=["seg", "psp", "free"])
+    before = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+    model.compile(keras.optimizers.SGD(0.1), loss={k: "mse" for k in ("seg", "psp", "free")})
+    x = RNG.standard_normal((4, 2, 2, 3)).astype(F32)
+    target = {k: np.zeros_like(x) for k in ("seg", "psp", "free")}
+    model.fit({"data": x}, target, batch_size=4, epochs=1, verbose=0)
+    after = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+    changed = {k for k in before if not np.allclose(before[k], after[k])}
+    assert changed == {"seg/gamma", "seg/beta", "free/gamma", "free/beta",
+                       "free/moving_mean", "free/moving_variance"}
