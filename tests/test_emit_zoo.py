@@ -61,7 +61,7 @@ def test_filter_gives_caffes_items_first_then_zero_rows(case, tmp_path):
 def test_layers_save_and_load(tmp_path):
     models = []
     for case in ("lstm_static_expose", "rnn", "im2col", "parameter", "batch_reindex",
-                 "filter", "spp"):
+                 "filter", "spp", "pool_mask"):
         deploy, weights, ins, _ = write_case(case, tmp_path, LAYERS_ARCHIVE)
         model = _convert(deploy, weights, outputs="all")
         path = tmp_path / f"{case}.keras"

@@ -306,3 +306,36 @@ def test_bn_layers_train_as_caffe_would(tmp_path):
     changed = {k for k in before if not np.allclose(before[k], after[k])}
     assert changed == {"seg/gamma", "seg/beta", "free/gamma", "free/beta",
                        "free/moving_mean", "free/moving_variance"}
+
+
+def test_segnet_block_pools_with_mask_and_unpools(tmp_path):
+    """SegNet's encoder/decoder step: BN (INFERENCE), MAX pooling with its mask top
+    (checked against Caffe in test_emit_zoo.py), Upsample by that mask, BN (LEARN)."""
+    from .test_emit_fork import unpool_reference
+
+    scale, shift = _vectors(3, 2)
+    gamma, beta = _vectors(3, 2)
+    w = CaffeNetWriter("t").input("data", (2, 3, 7, 8))
+    w.layer("bn1", "BN", "data", "data", blobs=[scale, shift],
+            bn_param={"bn_mode": "INFERENCE"})
+    w.layer("pool", "Pooling", "data", ["pool", "mask"],
+            pooling_param={"pool": "MAX", "kernel_size": 2, "stride": 2})
+    w.layer("up", "Upsample", ["pool", "mask"], "up",
+            upsample_param={"scale": 2, "pad_out_h": True})
+    w.layer("bn2", "BN", "up", "bn2", blobs=[gamma, beta], bn_param={"bn_mode": "LEARN"})
+    deploy, weights = tmp_path / "seg.prototxt", tmp_path / "seg.caffemodel"
+    write_net(deploy, weights, w)
+    x = RNG.standard_normal((2, 3, 7, 8)).astype(F32)
+    got = _run(_convert(deploy, weights, outputs="all"), {"data": x})
+    y = segnet_bn(x, scale, shift, "INFERENCE")
+    assert_blob_close(got["data"], y, "bn1")
+    # the mask names each window's maximum; unpooling puts the maxima back there
+    pooled, mask = got["pool"], got["mask"]
+    assert pooled.shape == mask.shape == (2, 3, 4, 4)
+    np.testing.assert_allclose(y.reshape(2, 3, -1)[np.arange(2)[:, None, None],
+                                                   np.arange(3)[None, :, None],
+                                                   mask.reshape(2, 3, -1).astype(int)],
+                               pooled.reshape(2, 3, -1), rtol=1e-6)
+    up = unpool_reference(pooled, mask, (7, 8))
+    assert_blob_close(got["up"], up, "up")
+    assert_blob_close(got["bn2"], segnet_bn(up, gamma, beta, "LEARN"), "bn2")

@@ -1,5 +1,6 @@
 """Make tests/data/layers_goldens.npz: small nets for the BVLC layers LSTM, RNN, SPP,
-Im2col, Parameter, BatchReindex and Filter, run through REAL Caffe (pycaffe).
+Im2col, Parameter, BatchReindex, Filter and MAX pooling's mask top, run through REAL
+Caffe (pycaffe).
 
     PYTHONPATH=/tmp/caffe-build/src/python LD_LIBRARY_PATH=/tmp/caffe-build/libs \\
         GLOG_minloglevel=2 /usr/bin/python3 tests/data/make_layers_goldens.py
@@ -113,6 +114,22 @@ case("filter", {"data": (5, 3, 2, 2), "vec": (5, 4), "sel": (5,)},
 case("filter_4d_selector", {"data": (4, 2, 3, 3), "sel": (4, 1, 1, 1)},
      layer("f", "Filter", ["data", "sel"], ["fd"]),
      feed={"sel": values([0, 1, 0, -1])})
+
+
+# ---- MAX pooling's second top: the argmax mask SegNet's Upsample unpools with
+# (flat index h * W + w in the input plane; the first maximum wins ties)
+def ints(shape, rng):
+    return rng.integers(-3, 4, shape).astype(np.float64)   # many ties
+
+
+case("pool_mask", {"data": (2, 3, 8, 9), "tied": (1, 2, 6, 7)},
+     layer("p1", "Pooling", ["data"], ["p1", "m1"],
+           "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+     + layer("p2", "Pooling", ["data"], ["p2", "m2"],
+             "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }")
+     + layer("p3", "Pooling", ["tied"], ["p3", "m3"],
+             "pooling_param { pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 }"),
+     feed={"tied": ints})
 
 
 def header(name, inputs):

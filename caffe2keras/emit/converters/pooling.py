@@ -23,14 +23,21 @@ def pooling(ctx):
     from ..layers.pooling import CaffePooling2D
 
     p = ctx.param("pooling_param")
-    if len(ctx.step.outputs) > 1:
-        _fail(ctx, "Pooling's second top (the MAX argmax mask) is not supported; "
-                   "remove it from the deploy prototxt")
     method = _METHODS.get(p.pool)
     if method is None:
         _fail(ctx, f"pool method {p.pool} is not supported (MAX, AVE or STOCHASTIC)")
     shape = ctx.in_shapes[0]
     k, s, pad, ceil = pool_geometry(ctx.layer, shape)
+    if len(ctx.step.outputs) > 1:
+        if method != "max":
+            _fail(ctx, f"only MAX pooling has a second (mask) top, as in Caffe; this is "
+                       f"{p.pool}")
+        from ..layers.pooling import CaffeMaxPoolingWithArgmax
+
+        # the argmax mask SegNet's Upsample unpools with
+        layer = CaffeMaxPoolingWithArgmax(pool_size=k, strides=s, pad=pad, ceil_mode=ceil,
+                                          name=ctx.name)
+        return list(ctx.add(layer, ctx.inputs[0]))
     if method == "stochastic" and any(pad):
         _fail(ctx, f"STOCHASTIC pooling takes no padding (Caffe refuses it), found {pad}")
     out = ctx.out_shapes[0][2:]
