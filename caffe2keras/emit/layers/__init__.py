@@ -1,7 +1,7 @@
 """Custom Keras layers for Caffe semantics Keras lacks. Each registers itself as
 serializable under the package name "caffe2keras" (keras.ops only, no Lambda).
 Importing this package imports Keras."""
-from . import (  # noqa: F401  # noqa: F401
+from . import (  # noqa: F401
     activations,
     conv,
     fork,
