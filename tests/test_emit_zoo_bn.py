@@ -332,7 +332,7 @@ def test_segnet_block_pools_with_mask_and_unpools(tmp_path):
     # the mask names each window's maximum; unpooling puts the maxima back there
     pooled, mask = got["pool"], got["mask"]
     assert pooled.shape == mask.shape == (2, 3, 4, 4)
-    np.testing.assert_allclose(y.reshape(2, 3, -1)[np.arange(2)[:, None, None],
+    np.testing.assert_allclose(got["data"].reshape(2, 3, -1)[np.arange(2)[:, None, None],
                                                    np.arange(3)[None, :, None],
                                                    mask.reshape(2, 3, -1).astype(int)],
                                pooled.reshape(2, 3, -1), rtol=1e-6)
