@@ -6,9 +6,7 @@ import math
 import os
 import re
 
-from .emit.zoo import INSPECT_NOTES
 from .graph import Graph
-from .support import supported_types
 
 
 def _shape(s):
@@ -20,9 +18,13 @@ def _shape(s):
 
 def describe(graph: Graph) -> dict:
     """Everything inspect reports, as plain data."""
-    supported = supported_types()
-    unsupported = [{"layer": n.name, "type": n.type} for n in graph.nodes
-                   if n.type not in supported]
+    from .emit.plan import unsupported_layers
+    from .emit.registry import layer_type
+
+    bad = unsupported_layers(graph)
+    unsupported = [{"layer": n.name, "type": n.type, **({"reason": why} if why else {})}
+                   for n, why in bad]
+    refused = {id(n) for n, _ in bad}
     layers, total, weighted = [], 0, 0
     for n in graph.nodes:
         pshapes = [tuple(b.shape) for b in n.layer.blobs] if n.layer.blobs else \
@@ -35,7 +37,7 @@ def describe(graph: Graph) -> dict:
             "tops": list(n.layer.tops),
             "top_shapes": [_caffe_shape(graph, n, v) for v in n.outputs],
             "param_shapes": [list(s) for s in pshapes], "param_count": count,
-            "supported": n.type in supported,
+            "supported": id(n) not in refused,
         }
         if n.type == "DetectionOutput" and graph.values[n.outputs[0]].shape:
             rows = graph.values[n.outputs[0]].shape[1]
@@ -43,9 +45,10 @@ def describe(graph: Graph) -> dict:
             entry["note"] = (f"Caffe's top holds one row per detection (up to {rows}); "
                              f"the converted model gives a fixed (N, {rows}, 7) block, "
                              f"unused rows -1")
-        note = INSPECT_NOTES.get(n.type)
-        if note is not None and n.type in supported and "note" not in entry:
-            text = note(n.layer)
+        rec = layer_type(n.type)
+        if rec is not None and rec.note is not None and entry["supported"] \
+                and "note" not in entry:
+            text = rec.note(n.layer)
             if text:
                 entry["note"] = text
         layers.append(entry)
@@ -100,12 +103,17 @@ def format_table(info: dict) -> str:
     src = info["prototxt"] + (f" + {info['weights']} ({_mb(info['weights_bytes'])})"
                               if info["weights"] else " (no weights)")
     out.append(f'Net "{info["name"] or "(unnamed)"}", {info["format"]} format: {src}')
-    if info["unsupported"]:
-        types = sorted({u["type"] for u in info["unsupported"]})
-        out.append(f"UNSUPPORTED: {len(info['unsupported'])} layer(s) of type "
-                   f"{', '.join(types)}: "
-                   + ", ".join(f"{u['layer']} ({u['type']})" for u in info["unsupported"]))
-    else:
+    by_type = [u for u in info["unsupported"] if "reason" not in u]
+    by_setting = [u for u in info["unsupported"] if "reason" in u]
+    if by_type:
+        types = sorted({u["type"] for u in by_type})
+        out.append(f"UNSUPPORTED: {len(by_type)} layer(s) of type {', '.join(types)}: "
+                   + ", ".join(f"{u['layer']} ({u['type']})" for u in by_type))
+    if by_setting:
+        out.append(f"UNSUPPORTED: {len(by_setting)} layer(s) with unsupported settings: "
+                   + "; ".join(f"{u['layer']} ({u['type']}): {u['reason']}"
+                               for u in by_setting))
+    if not info["unsupported"]:
         out.append("Unsupported layers: none (every layer converts)")
     out.append("Inputs: " + ", ".join(f"{b} {_shape(s)}" for b, s in info["inputs"].items()))
     if info["dropped"]:

@@ -1,4 +1,4 @@
-"""BVLC's recurrent and rarer layers (caffe2keras/emit/zoo/recurrent.py, bvlc.py) against
+"""BVLC's recurrent and rarer layers (emit/converters/zoo_recurrent.py, zoo_bvlc.py) against
 real Caffe (tests/data/layers_goldens.npz, made by tests/data/make_layers_goldens.py):
 LSTM, RNN, SPP, Im2col, Parameter, BatchReindex, Filter. Plus saving, fresh weights,
 weight export, inspect and the errors for what Caffe refuses."""
@@ -13,22 +13,11 @@ from caffe2keras.errors import CaffeFormatError
 from caffe2keras.graph import load_graph
 
 from .compute_goldens import LAYERS_ARCHIVE, cases, check_case, write_case
-from .shared import assert_blob_close, to_caffe_layout, to_keras_layout
+from .shared import assert_blob_close, quiet_convert, run_caffe_layout
 
 RNG = np.random.default_rng(11)
 F32 = np.float32
 FILTER_CASES = ["filter", "filter_4d_selector"]
-
-
-def _convert(*args, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(*args, **kw)
-
-
-def _run(model, feed):
-    out = model({k: to_keras_layout(v) for k, v in feed.items()})
-    return {k: to_caffe_layout(keras.ops.convert_to_numpy(v)) for k, v in out.items()}
 
 
 def _net(tmp_path, inputs, body, name="net.prototxt"):
@@ -48,7 +37,7 @@ def test_against_caffe(case, tmp_path):
 @pytest.mark.parametrize("case", FILTER_CASES)
 def test_filter_gives_caffes_items_first_then_zero_rows(case, tmp_path):
     deploy, weights, ins, outs = write_case(case, tmp_path, LAYERS_ARCHIVE)
-    got = _run(_convert(deploy, weights, outputs="all"), ins)
+    got = run_caffe_layout(quiet_convert(deploy, weights, outputs="all"), ins)
     kept = int(np.count_nonzero(ins["sel"]))
     assert 0 < kept < ins["sel"].shape[0]
     for blob, ref in outs.items():
@@ -63,11 +52,11 @@ def test_layers_save_and_load(tmp_path):
     for case in ("lstm_static_expose", "rnn", "im2col", "parameter", "batch_reindex",
                  "filter", "spp", "pool_mask"):
         deploy, weights, ins, _ = write_case(case, tmp_path, LAYERS_ARCHIVE)
-        model = _convert(deploy, weights, outputs="all")
+        model = quiet_convert(deploy, weights, outputs="all")
         path = tmp_path / f"{case}.keras"
         model.save(path)
         loaded = keras.saving.load_model(path)   # safe mode: no Lambda anywhere
-        a, b = _run(model, ins), _run(loaded, ins)
+        a, b = run_caffe_layout(model, ins), run_caffe_layout(loaded, ins)
         for blob in a:   # torch may round a last bit differently between two models
             np.testing.assert_allclose(a[blob], b[blob], rtol=1e-6, atol=1e-7,
                                        err_msg=f"{case}:{blob}")
@@ -78,7 +67,7 @@ def test_recurrent_time_axis_is_free_and_cont_resets(tmp_path):
     """The Keras batch axis of x is Caffe's T: a longer sequence runs through the same
     model, and cont 0 restarts a stream exactly like a fresh call."""
     deploy, weights, _, _ = write_case("lstm", tmp_path, LAYERS_ARCHIVE)
-    model = _convert(deploy, weights)
+    model = quiet_convert(deploy, weights)
     x = RNG.standard_normal((9, 3, 4)).astype(F32)
     cont = np.ones((9, 3), F32)
     cont[0] = 0
@@ -97,7 +86,7 @@ def test_recurrent_fresh_weights_follow_the_fillers(tmp_path):
                   'bias_filler { type: "constant" value: 0.5 } } }\n'
                   'layer { name: "rnn" type: "RNN" bottom: "x" bottom: "cont" top: "o" '
                   'recurrent_param { num_output: 3 } }')
-    model = _convert(deploy, seed=0)
+    model = quiet_convert(deploy, seed=0)
     w = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
     assert w["lstm/kernel"].shape == (4, 20) and np.abs(w["lstm/kernel"]).max() <= 0.1
     assert np.all(w["lstm/bias"] == 0.5)
@@ -113,9 +102,9 @@ def test_exported_weights_load_into_the_converted_model(case, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         caffe2keras.export_weights(deploy, weights, out)
-    model = _convert(deploy, outputs="all")
+    model = quiet_convert(deploy, outputs="all")
     model.load_weights(out)
-    got = _run(model, ins)
+    got = run_caffe_layout(model, ins)
     for blob, ref in outs.items():
         assert_blob_close(got[blob], ref, blob)
 
@@ -166,7 +155,7 @@ def test_export_fast_paths_are_the_models(case, tmp_path):
     check_fast_paths(deploy, weights, outputs="all")
 
 
-def test_inspect_says_how_filter_and_recurrent_layers_convert(tmp_path, capsys):
+def test_inspect_says_how_filter_and_recurrent_layersquiet_convert(tmp_path, capsys):
     from caffe2keras.inspect import describe
 
     deploy, _, _, _ = write_case("filter", tmp_path, LAYERS_ARCHIVE)
@@ -182,7 +171,7 @@ def test_recurrent_layers_train(tmp_path):
     (With x_static or h0, inputs of other batch sizes, fit() refuses the mix: train those
     with a loop of your own.)"""
     deploy, weights, ins, outs = write_case("lstm", tmp_path, LAYERS_ARCHIVE)
-    model = _convert(deploy, weights)
+    model = quiet_convert(deploy, weights)
     before = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_weights}
     model.compile(keras.optimizers.SGD(0.1), loss={k: "mse" for k in model.output})
     target = {k: np.zeros_like(v) for k, v in outs.items()}

@@ -1,4 +1,4 @@
-"""The fork `BN` layer (SegNet and PSPNet families) and SENet's Axpy (emit/zoo/bn.py).
+"""The fork `BN` layer (SegNet and PSPNet families) and SENet's Axpy (emit/converters/zoo_bn.py).
 The Caffe build behind the goldens has neither, so each is checked against a numpy
 reference written from its fork's Forward_cpu:
 
@@ -22,21 +22,24 @@ from caffe2keras.errors import CaffeFormatError
 from caffe2keras.graph import load_graph
 from caffe2keras.writer import CaffeNetWriter, write_net
 
-from .shared import assert_blob_close, to_caffe_layout, to_keras_layout
+from .shared import (
+    assert_blob_close,
+    quiet_convert,
+    run_caffe_layout,
+    to_caffe_layout,
+    to_keras_layout,
+)
 
 RNG = np.random.default_rng(5)
 F32 = np.float32
 
 
-def _convert(*args, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(*args, **kw)
-
-
 def _run(model, feed, **kw):
+    """run_caffe_layout, with call keywords (training=True)."""
+    if not kw:
+        return run_caffe_layout(model, feed)
     out = model({k: to_keras_layout(v) for k, v in feed.items()}, **kw)
-    return {k: to_caffe_layout(keras.ops.convert_to_numpy(v)) for k, v in out.items()}
+    return {k: to_caffe_layout(v) for k, v in out.items()}
 
 
 def _channel(v, rank):
@@ -104,7 +107,7 @@ def test_segnet_bn_matches_reference(tmp_path, shape, mode):
     param = {"bn_mode": mode, "scale_filler": {"type": "constant", "value": 1}}
     deploy, weights = _bn_net(tmp_path, shape, param, [scale, shift])
     x = (RNG.standard_normal(shape) * 3 + 1).astype(F32)
-    model = _convert(deploy, weights)
+    model = quiet_convert(deploy, weights)
     got = _run(model, {"data": x})["bn"]
     assert_blob_close(got, segnet_bn(x, scale, shift, mode), mode)
     # LEARN normalizes by the batch's statistics at inference too, as Caffe does
@@ -121,7 +124,7 @@ def test_pspnet_bn_is_keras_batch_normalization(tmp_path, shape, frozen):
              "eps": 1e-4, "frozen": frozen}
     deploy, weights = _bn_net(tmp_path, shape, param, [slope, bias, mean, var])
     x = (RNG.standard_normal(shape) * 2).astype(F32)
-    model = _convert(deploy, weights)
+    model = quiet_convert(deploy, weights)
     assert_blob_close(_run(model, {"data": x})["bn"],
                       pspnet_bn(x, slope, bias, mean, var, 1e-4), "test phase")
     layer = model.get_layer("bn")
@@ -145,7 +148,7 @@ def test_pspnet_variant_bn(tmp_path, moving_average):
     param = {"var_eps": 1e-6, "moving_average": moving_average, "decay": 0.1}
     deploy, weights = _bn_net(tmp_path, shape, param, [scale, shift, mean, var])
     x = RNG.standard_normal(shape).astype(F32)
-    model = _convert(deploy, weights)
+    model = quiet_convert(deploy, weights)
     got = _run(model, {"data": x})["bn"]
     if moving_average:
         assert_blob_close(got, pspnet_bn(x, scale, shift, mean, var, 1e-6), "stored")
@@ -159,7 +162,7 @@ def test_bn_families_by_param_and_blob_count(tmp_path):
     # PSPNet's params with SegNet's two blobs: the blob count must agree
     deploy, weights = _bn_net(tmp_path, shape, {"frozen": True}, _vectors(3, 2))
     with pytest.raises(CaffeFormatError, match="expected 4 weight blobs"):
-        _convert(deploy, weights)
+        quiet_convert(deploy, weights)
     deploy, _ = _bn_net(tmp_path, shape, {"bn_mode": "LEARN", "eps": 1e-3}, [], "mixed")
     with pytest.raises(CaffeFormatError, match="mixes SegNet's bn_mode"):
         load_graph(deploy)
@@ -176,7 +179,7 @@ def test_bn_fresh_weights_follow_the_fillers(tmp_path):
         "slope_filler": {"type": "constant", "value": 3}, "frozen": True})
     deploy = tmp_path / "fresh.prototxt"
     w.write_prototxt(deploy)
-    model = _convert(deploy, seed=1)
+    model = quiet_convert(deploy, seed=1)
     x = RNG.standard_normal((2, 3, 4, 4)).astype(F32)
     got = _run(model, {"data": x})
     assert_blob_close(got["seg"], 2 * x + 0.5, "seg")
@@ -194,7 +197,7 @@ def test_axpy_matches_senet_reference(tmp_path, a_shape, x_shape):
     feed = {"a": RNG.standard_normal(a_shape).astype(F32),
             "x": RNG.standard_normal(x_shape).astype(F32),
             "y": RNG.standard_normal(x_shape).astype(F32)}
-    got = _run(_convert(deploy), feed)["out"]
+    got = _run(quiet_convert(deploy), feed)["out"]
     assert_blob_close(got, axpy(feed["a"], feed["x"], feed["y"]), "axpy")
 
 
@@ -216,7 +219,7 @@ def test_bn_and_axpy_save_and_load(tmp_path):
     w.layer("axpy", "Axpy", ["a", "seg", "psp"], "out")
     deploy, weights = tmp_path / "n.prototxt", tmp_path / "n.caffemodel"
     write_net(deploy, weights, w)
-    model = _convert(deploy, weights, outputs="all")
+    model = quiet_convert(deploy, weights, outputs="all")
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -236,7 +239,7 @@ def test_bn_weights_export_loads_into_the_model(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         caffe2keras.export_weights(deploy, weights, out)
-    model = _convert(deploy)
+    model = quiet_convert(deploy)
     model.load_weights(out)
     x = RNG.standard_normal(shape).astype(F32)
     assert_blob_close(_run(model, {"data": x})["bn"], pspnet_bn(x, *blobs, 1e-3), "export")
@@ -296,7 +299,7 @@ def test_bn_layers_train_as_caffe_would(tmp_path):
     w.layer("free", "BN", "data", "free", blobs=_vectors(3, 4), bn_param={"momentum": 0.5})
     deploy, weights = tmp_path / "t.prototxt", tmp_path / "t.caffemodel"
     write_net(deploy, weights, w)
-    model = _convert(deploy, weights, outputs=["seg", "psp", "free"])
+    model = quiet_convert(deploy, weights, outputs=["seg", "psp", "free"])
     before = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
     model.compile(keras.optimizers.SGD(0.1), loss={k: "mse" for k in ("seg", "psp", "free")})
     x = RNG.standard_normal((4, 2, 2, 3)).astype(F32)
@@ -326,7 +329,7 @@ def test_segnet_block_pools_with_mask_and_unpools(tmp_path):
     deploy, weights = tmp_path / "seg.prototxt", tmp_path / "seg.caffemodel"
     write_net(deploy, weights, w)
     x = RNG.standard_normal((2, 3, 7, 8)).astype(F32)
-    got = _run(_convert(deploy, weights, outputs="all"), {"data": x})
+    got = _run(quiet_convert(deploy, weights, outputs="all"), {"data": x})
     y = segnet_bn(x, scale, shift, "INFERENCE")
     assert_blob_close(got["data"], y, "bn1")
     # the mask names each window's maximum; unpooling puts the maxima back there

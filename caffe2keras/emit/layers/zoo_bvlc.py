@@ -1,5 +1,5 @@
 """Keras layers for BVLC's rarer layers: Im2col, Parameter, BatchReindex, Filter.
-(SPP is built from the pooling layers, see emit/zoo/bvlc.py.)"""
+(SPP is built from the pooling layers, see emit/converters/zoo_bvlc.py.)"""
 from __future__ import annotations
 
 import keras

@@ -29,18 +29,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import CaffeFormatError
-from ...shapes import ShapeError
+from ...shapes import shape_fail
 from ..registry import register_converter
 
 SEGNET, PSPNET, VARIANT = "segnet", "pspnet", "pspnet-variant"
 _PSPNET_FIELDS = ("slope_filler", "bias_filler", "momentum", "eps", "frozen")
 _VARIANT_FIELDS = ("var_eps", "moving_average", "decay", "axis")
 SEGNET_EPS = 1e-9   # hard-coded in SegNet's bn_layer.cpp
-
-
-def _fail_shape(layer, msg):
-    raise ShapeError(msg, layer=layer.name, position=layer.position or None)
 
 
 def bn_family(layer):
@@ -50,7 +45,7 @@ def bn_family(layer):
     psp = [f for f in _PSPNET_FIELDS if p.has(f)]
     segnet = [f for f in ("bn_mode",) if p.has(f)]
     if segnet and (psp or variant):
-        _fail_shape(layer, f"bn_param mixes SegNet's bn_mode with {', '.join(psp + variant)} "
+        shape_fail(layer, f"bn_param mixes SegNet's bn_mode with {', '.join(psp + variant)} "
                            f"of PSPNet's BN; no fork's BN layer takes both")
     if variant:
         return VARIANT
@@ -59,14 +54,14 @@ def bn_family(layer):
 
 def bn_shape(layer, bottoms):
     if len(bottoms) != 1:
-        _fail_shape(layer, f"BN takes 1 bottom, found {len(bottoms)}")
+        shape_fail(layer, f"BN takes 1 bottom, found {len(bottoms)}")
     shape = tuple(bottoms[0])
     if not 2 <= len(shape) <= 4:
-        _fail_shape(layer, f"BN needs a 2-D to 4-D input with channels on axis 1 (the "
+        shape_fail(layer, f"BN needs a 2-D to 4-D input with channels on axis 1 (the "
                            f"forks read num/channels/height/width), found {list(shape)}")
     family = bn_family(layer)
     if family == VARIANT and layer.param("bn_param").axis != 1:
-        _fail_shape(layer, f"bn_param axis {layer.param('bn_param').axis} is not supported "
+        shape_fail(layer, f"bn_param axis {layer.param('bn_param').axis} is not supported "
                            f"(only the channel axis 1)")
     c = shape[1]
     blob = (1, c, 1, 1)
@@ -74,11 +69,11 @@ def bn_shape(layer, bottoms):
     tops = [shape]
     if family == SEGNET:
         if len(layer.tops) > 3:
-            _fail_shape(layer, f"SegNet's BN has at most 3 tops, found {len(layer.tops)}")
+            shape_fail(layer, f"SegNet's BN has at most 3 tops, found {len(layer.tops)}")
         tops += stats[:len(layer.tops) - 1]
         return tops, [blob, blob]
     if len(layer.tops) != 1:
-        _fail_shape(layer, f"PSPNet's BN has 1 top, found {len(layer.tops)}")
+        shape_fail(layer, f"PSPNet's BN has 1 top, found {len(layer.tops)}")
     return tops, [blob] * 4
 
 
@@ -116,7 +111,6 @@ def _channel_axis(shape):
     return 3 if len(shape) == 4 else 1
 
 
-@register_converter("BN", weights=bn_weights, shape=bn_shape)
 def bn(ctx):
     import keras
 
@@ -130,10 +124,8 @@ def bn(ctx):
     x = ctx.inputs[0]
     if family == SEGNET:
         if len(ctx.step.outputs) > 1:
-            raise CaffeFormatError(
-                "SegNet BN's extra tops (the batch mean and variance) are not supported; "
-                "remove them from the deploy prototxt", path=ctx.graph.net.path,
-                layer=ctx.layer.name)
+            ctx.fail("SegNet BN's extra tops (the batch mean and variance) are not "
+                     "supported; remove them from the deploy prototxt")
         if _learn_mode(ctx.layer):
             layer = BatchStatNormalization(axis=axis, epsilon=SEGNET_EPS, centered=False,
                                            name=ctx.name)
@@ -150,30 +142,6 @@ def bn(ctx):
     if family == PSPNET and p.frozen:
         layer.trainable = False   # Caffe's frozen: stored statistics, no updates
     return [out]
-
-
-# ---------------------------------------------------------------- Axpy (SENet)
-# hujie-frank/SENet, src/caffe/layers/axpy_layer.cpp at 577864e: bottoms a (N, C, 1, 1),
-# x and y (N, C, ...); top = a * x + y, a broadcast over x's spatial axes.
-
-def axpy_shape(layer, bottoms):
-    if len(bottoms) != 3:
-        _fail_shape(layer, f"Axpy takes 3 bottoms (a, x, y), found {len(bottoms)}")
-    a, x, y = (tuple(b) for b in bottoms)
-    if len(x) < 2 or a[:2] != x[:2] or (len(a) == 4 and a[2:] != (1, 1)) or len(a) not in (2, 4):
-        _fail_shape(layer, f"a must be (N, C, 1, 1) (or (N, C)) for x {list(x)}, found "
-                           f"{list(a)}")
-    if x != y:
-        _fail_shape(layer, f"x {list(x)} and y {list(y)} must have one shape")
-    return [x], []
-
-
-@register_converter("Axpy", shape=axpy_shape)
-def axpy(ctx):
-    from ..layers.zoo_bn import Axpy
-
-    layer = Axpy(x_nhwc=len(ctx.in_shapes[1]) == 4, name=ctx.name)
-    return [ctx.add(layer, list(ctx.inputs))]
 
 
 def bn_classes(ctx):
@@ -202,15 +170,29 @@ def bn_note(layer):
     return f"PSPNet's BN (slope, bias, mean, variance): Keras BatchNormalization{frozen}"
 
 
-def _register():
-    from ...fillers import FRESH_FUNCTIONS
-    from . import INSPECT_NOTES, WEIGHTED_CLASSES
-
-    INSPECT_NOTES["BN"] = bn_note
-
-    FRESH_FUNCTIONS["BN"] = bn_fresh
-    WEIGHTED_CLASSES["BN"] = bn_classes
-    WEIGHTED_CLASSES["Axpy"] = lambda ctx: []
+register_converter("BN", weights=bn_weights, shape=bn_shape, fillers=bn_fresh,
+                   keras_classes=bn_classes, note=bn_note)(bn)
 
 
-_register()
+# ---------------------------------------------------------------- Axpy (SENet)
+# hujie-frank/SENet, src/caffe/layers/axpy_layer.cpp at 577864e: bottoms a (N, C, 1, 1),
+# x and y (N, C, ...); top = a * x + y, a broadcast over x's spatial axes.
+
+def axpy_shape(layer, bottoms):
+    if len(bottoms) != 3:
+        shape_fail(layer, f"Axpy takes 3 bottoms (a, x, y), found {len(bottoms)}")
+    a, x, y = (tuple(b) for b in bottoms)
+    if len(x) < 2 or a[:2] != x[:2] or (len(a) == 4 and a[2:] != (1, 1)) or len(a) not in (2, 4):
+        shape_fail(layer, f"a must be (N, C, 1, 1) (or (N, C)) for x {list(x)}, found "
+                           f"{list(a)}")
+    if x != y:
+        shape_fail(layer, f"x {list(x)} and y {list(y)} must have one shape")
+    return [x], []
+
+
+@register_converter("Axpy", shape=axpy_shape, keras_classes=())
+def axpy(ctx):
+    from ..layers.zoo_bn import Axpy
+
+    layer = Axpy(x_nhwc=len(ctx.in_shapes[1]) == 4, name=ctx.name)
+    return [ctx.add(layer, list(ctx.inputs))]

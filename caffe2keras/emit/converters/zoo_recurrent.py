@@ -21,16 +21,11 @@ import math
 
 import numpy as np
 
-from ...errors import CaffeFormatError
-from ...shapes import ShapeError
+from ...shapes import shape_fail
 from ..registry import register_converter
 
 _STATES = {"LSTM": 2, "RNN": 1}
 _GATES = {"LSTM": 4, "RNN": 1}
-
-
-def _fail_shape(layer, msg):
-    raise ShapeError(msg, layer=layer.name, position=layer.position or None)
 
 
 def _has_static(layer, n_bottoms):
@@ -45,32 +40,32 @@ def recurrent_shape(layer, bottoms):
     hidden = states * p.expose_hidden
     lo = 2 + hidden
     if not lo <= len(bottoms) <= lo + 1:
-        _fail_shape(layer, f"{t} takes x, cont, an optional x_static"
+        shape_fail(layer, f"{t} takes x, cont, an optional x_static"
                            f"{' and ' + str(hidden) + ' initial state(s)' if hidden else ''}: "
                            f"{lo} or {lo + 1} bottoms, found {len(bottoms)}")
     if len(layer.tops) != 1 + hidden:
-        _fail_shape(layer, f"{t} with expose_hidden {str(bool(p.expose_hidden)).lower()} has "
+        shape_fail(layer, f"{t} with expose_hidden {str(bool(p.expose_hidden)).lower()} has "
                            f"{1 + hidden} top(s), found {len(layer.tops)}")
     if p.num_output <= 0:
-        _fail_shape(layer, "recurrent_param needs num_output > 0")
+        shape_fail(layer, "recurrent_param needs num_output > 0")
     x, cont = tuple(bottoms[0]), tuple(bottoms[1])
     if len(x) < 3:
-        _fail_shape(layer, f"x must be (T, N, ...) with at least 3 axes (Caffe's inner "
+        shape_fail(layer, f"x must be (T, N, ...) with at least 3 axes (Caffe's inner "
                            f"product runs from axis 2), found {list(x)}")
     if cont != x[:2]:
-        _fail_shape(layer, f"cont must be (T, N) = {list(x[:2])}, found {list(cont)}")
+        shape_fail(layer, f"cont must be (T, N) = {list(x[:2])}, found {list(cont)}")
     h, n = p.num_output, x[1]
     width = _GATES[t] * h
     params = [(width, math.prod(x[2:])), (width,)]
     if _has_static(layer, len(bottoms)):
         s = tuple(bottoms[2])
         if len(s) < 2 or s[0] != n:
-            _fail_shape(layer, f"x_static must be (N, ...) with N = {n} and at least 2 "
+            shape_fail(layer, f"x_static must be (N, ...) with N = {n} and at least 2 "
                                f"axes, found {list(s)}")
         params.append((width, math.prod(s[1:])))
     for k, b in enumerate(bottoms[len(bottoms) - hidden:]):
         if tuple(b) != (1, n, h):
-            _fail_shape(layer, f"initial state {k} must be (1, N, num_output) = "
+            shape_fail(layer, f"initial state {k} must be (1, N, num_output) = "
                                f"{[1, n, h]}, found {list(b)}")
     params.append((width, h))
     if t == "RNN":
@@ -119,8 +114,7 @@ def _convert(ctx):
     static = _has_static(ctx.layer, len(shapes))
     cls = CaffeLSTM if ctx.layer.type == "LSTM" else CaffeRNN
     if shapes[0][0] is None:
-        raise CaffeFormatError("the recurrent input's time axis is unknown",
-                               path=ctx.graph.net.path, layer=ctx.layer.name)
+        ctx.fail("the recurrent input's time axis is unknown")
     layer = cls(p.num_output, static_input=static, expose_hidden=p.expose_hidden,
                 x_nhwc=len(shapes[0]) == 4, static_nhwc=static and len(shapes[2]) == 4,
                 name=ctx.name)
@@ -128,17 +122,12 @@ def _convert(ctx):
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-def _register():
-    from ...fillers import FRESH_FUNCTIONS
-    from . import INSPECT_NOTES, WEIGHTED_CLASSES
-
-    for t in ("LSTM", "RNN"):
-        register_converter(t, weights=recurrent_weights, shape=recurrent_shape)(_convert)
-        FRESH_FUNCTIONS[t] = recurrent_fresh
-        WEIGHTED_CLASSES[t] = lambda ctx, cls=f"Caffe{t}": [(ctx.name, cls)]
-        INSPECT_NOTES[t] = lambda layer: (
-            "x is (T, N, ...): time is the Keras batch axis (any length), the N streams are "
+def recurrent_note(layer):
+    return ("x is (T, N, ...): time is the Keras batch axis (any length), the N streams are "
             "fixed; each call starts from zero state (or h0/c0 with expose_hidden)")
 
 
-_register()
+for _t in ("LSTM", "RNN"):
+    register_converter(_t, weights=recurrent_weights, shape=recurrent_shape,
+                       fillers=recurrent_fresh, keras_classes=f"Caffe{_t}",
+                       note=recurrent_note)(_convert)

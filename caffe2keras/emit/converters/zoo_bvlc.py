@@ -19,28 +19,14 @@ import math
 
 import numpy as np
 
-from ...errors import CaffeFormatError
-from ...shapes import ShapeError, conv_geometry, pooled_size
+from ... import layout
+from ...shapes import conv_geometry, pooled_size, shape_fail
 from ..registry import register_converter
-
-
-def _fail_shape(layer, msg):
-    raise ShapeError(msg, layer=layer.name, position=layer.position or None)
-
-
-def _fail(ctx, msg):
-    raise CaffeFormatError(msg, path=ctx.graph.net.path, position=ctx.layer.position or None,
-                           layer=ctx.layer.name)
-
-
-def _keras_shape(shape):
-    s = tuple(shape)
-    return (s[0], s[2], s[3], s[1]) if len(s) == 4 else s
 
 
 def _bottoms(layer, bottoms, n):
     if len(bottoms) != n:
-        _fail_shape(layer, f"{layer.type} takes {n} bottom(s), found {len(bottoms)}")
+        shape_fail(layer, f"{layer.type} takes {n} bottom(s), found {len(bottoms)}")
 
 
 # ---------------------------------------------------------------- SPP
@@ -49,7 +35,7 @@ def spp_levels(layer, shape):
     """[(kernel, pad, out)] per pyramid level, each an (h, w) pair, for an NCHW shape."""
     p = layer.param("spp_param")
     if not p.has("pyramid_height") or p.pyramid_height < 1:
-        _fail_shape(layer, "spp_param needs pyramid_height >= 1")
+        shape_fail(layer, "spp_param needs pyramid_height >= 1")
     h, w = shape[2], shape[3]
     levels = []
     for level in range(p.pyramid_height):
@@ -59,11 +45,11 @@ def spp_levels(layer, shape):
             k = -(-size // bins)
             pd = (k * bins - size + 1) // 2
             if pd >= k:
-                _fail_shape(layer, f"pyramid level {level} ({bins} bins) on a {h}x{w} input "
+                shape_fail(layer, f"pyramid level {level} ({bins} bins) on a {h}x{w} input "
                                    f"needs pad {pd} with kernel {k}; Caffe's pooling "
                                    f"refuses pad >= kernel for this input size")
             if pd and p.pool == "STOCHASTIC":
-                _fail_shape(layer, f"STOCHASTIC pyramid level {level} needs padding {pd} on "
+                shape_fail(layer, f"STOCHASTIC pyramid level {level} needs padding {pd} on "
                                    f"a {h}x{w} input, which Caffe's pooling refuses")
             kernel.append(k)
             pad.append(pd)
@@ -76,7 +62,7 @@ def spp_shape(layer, bottoms):
     _bottoms(layer, bottoms, 1)
     shape = tuple(bottoms[0])
     if len(shape) != 4:
-        _fail_shape(layer, f"SPP needs a 4-D NCHW input, found {list(shape)}")
+        shape_fail(layer, f"SPP needs a 4-D NCHW input, found {list(shape)}")
     n, c = shape[:2]
     levels = spp_levels(layer, shape)
     if len(levels) == 1:
@@ -84,7 +70,7 @@ def spp_shape(layer, bottoms):
     return [(n, sum(c * oh * ow for _, _, (oh, ow) in levels))], []
 
 
-@register_converter("SPP", shape=spp_shape)
+@register_converter("SPP", shape=spp_shape, keras_classes=())
 def spp(ctx):
     import keras
 
@@ -117,23 +103,23 @@ def im2col_shape(layer, bottoms):
     shape = tuple(bottoms[0])
     p = layer.param("convolution_param")
     if len(shape) != 4 or p.axis not in (1, -3):
-        _fail_shape(layer, f"only 2-D Im2col (a 4-D NCHW input, axis 1) is supported; "
+        shape_fail(layer, f"only 2-D Im2col (a 4-D NCHW input, axis 1) is supported; "
                            f"input is {list(shape)}, axis {p.axis}")
     if p.force_nd_im2col:
-        _fail_shape(layer, "force_nd_im2col is not supported (only 2-D Im2col)")
+        shape_fail(layer, "force_nd_im2col is not supported (only 2-D Im2col)")
     k, s, pad, d = conv_geometry(layer)
     out = []
     for size, kk, ss, pp, dd in zip(shape[2:], k, s, pad, d):
         o = (size + 2 * pp - (dd * (kk - 1) + 1)) // ss + 1
         if o <= 0:
-            _fail_shape(layer, f"kernel {kk} (dilation {dd}) does not fit the padded "
+            shape_fail(layer, f"kernel {kk} (dilation {dd}) does not fit the padded "
                                f"input {size}+2*{pp}")
         out.append(o)
     n, c = shape[:2]
     return [(n, c * k[0] * k[1], *out)], []
 
 
-@register_converter("Im2col", shape=im2col_shape)
+@register_converter("Im2col", shape=im2col_shape, keras_classes=())
 def im2col(ctx):
     from ..layers.zoo_bvlc import Im2col
 
@@ -148,7 +134,7 @@ def parameter_shape(layer, bottoms):
     _bottoms(layer, bottoms, 0)
     shape = tuple(int(d) for d in layer.param("parameter_param").shape.dim)
     if any(d <= 0 for d in shape):
-        _fail_shape(layer, f"parameter_param shape {list(shape)} needs positive dims")
+        shape_fail(layer, f"parameter_param shape {list(shape)} needs positive dims")
     return [shape], [shape]
 
 
@@ -157,14 +143,15 @@ def parameter_weights(ctx):
     return {ctx.name: [blob.transpose(0, 2, 3, 1) if blob.ndim == 4 else blob]}
 
 
-@register_converter("Parameter", weights=parameter_weights, shape=parameter_shape)
+@register_converter("Parameter", weights=parameter_weights, shape=parameter_shape,
+                    keras_classes="LearnedBlob")
 def parameter(ctx):
     from ..layers.zoo_bvlc import LearnedBlob
 
     if not ctx.net_inputs:
-        _fail(ctx, "a Parameter layer needs the net to have an input (a Keras layer is "
-                   "called on a tensor)")
-    layer = LearnedBlob(_keras_shape(ctx.out_shapes[0]), name=ctx.name)
+        ctx.fail("a Parameter layer needs the net to have an input (a Keras layer is "
+                 "called on a tensor)")
+    layer = LearnedBlob(layout.keras_shape(ctx.out_shapes[0]), name=ctx.name)
     return [ctx.add(layer, ctx.net_inputs[0])]
 
 
@@ -174,13 +161,13 @@ def batch_reindex_shape(layer, bottoms):
     _bottoms(layer, bottoms, 2)
     shape, index = tuple(bottoms[0]), tuple(bottoms[1])
     if len(index) != 1:
-        _fail_shape(layer, f"the index bottom must be 1-D, found {list(index)}")
+        shape_fail(layer, f"the index bottom must be 1-D, found {list(index)}")
     if not shape:
-        _fail_shape(layer, "the data bottom needs a batch axis")
+        shape_fail(layer, "the data bottom needs a batch axis")
     return [(index[0], *shape[1:])], []
 
 
-@register_converter("BatchReindex", shape=batch_reindex_shape)
+@register_converter("BatchReindex", shape=batch_reindex_shape, keras_classes=())
 def batch_reindex(ctx):
     from ..layers.zoo_bvlc import BatchReindex
 
@@ -191,42 +178,33 @@ def batch_reindex(ctx):
 
 def filter_shape(layer, bottoms):
     if len(bottoms) < 2:
-        _fail_shape(layer, f"Filter takes the blobs to filter and a selector (at least 2 "
+        shape_fail(layer, f"Filter takes the blobs to filter and a selector (at least 2 "
                            f"bottoms), found {len(bottoms)}")
     if len(layer.tops) != len(bottoms) - 1:
-        _fail_shape(layer, f"Filter has one top per filtered bottom ({len(bottoms) - 1}), "
+        shape_fail(layer, f"Filter has one top per filtered bottom ({len(bottoms) - 1}), "
                            f"found {len(layer.tops)}")
     sel = tuple(bottoms[-1])
     if not sel or math.prod(sel[1:]) != 1:
-        _fail_shape(layer, f"the selector (last bottom) must be (N,) or (N, 1, ...), found "
+        shape_fail(layer, f"the selector (last bottom) must be (N,) or (N, 1, ...), found "
                            f"{list(sel)}")
     for b in bottoms[:-1]:
         if not b or b[0] != sel[0]:
-            _fail_shape(layer, f"each filtered bottom must have the selector's {sel[0]} "
+            shape_fail(layer, f"each filtered bottom must have the selector's {sel[0]} "
                                f"items on axis 0, found {list(b)}")
     # Caffe's batch here is the count of selected items (data-dependent); the Keras
     # model pads to the bottom's batch (see the module docstring)
     return [tuple(b) for b in bottoms[:-1]], []
 
 
-@register_converter("Filter", shape=filter_shape)
+def filter_note(layer):
+    return ("Caffe's top holds only the items whose selector is nonzero; the converted model "
+            "keeps the batch size: those items first, then zero rows")
+
+
+@register_converter("Filter", shape=filter_shape, keras_classes=(), note=filter_note)
 def filter_(ctx):
     from ..layers.zoo_bvlc import FilterItems
 
     out = ctx.add(FilterItems(name=ctx.name), list(ctx.inputs))
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
-
-def _register():
-    from . import INSPECT_NOTES, WEIGHTED_CLASSES
-
-    INSPECT_NOTES["Filter"] = lambda layer: (
-        "Caffe's top holds only the items whose selector is nonzero; the converted model "
-        "keeps the batch size: those items first, then zero rows")
-
-    for t in ("SPP", "Im2col", "BatchReindex", "Filter"):
-        WEIGHTED_CLASSES[t] = lambda ctx: []
-    WEIGHTED_CLASSES["Parameter"] = lambda ctx: [(ctx.name, "LearnedBlob")]
-
-
-_register()
