@@ -8,7 +8,7 @@ export KERAS_BACKEND
 JOBS ?= 2
 # The oldest Keras we test (pyproject's keras>=, keras_compat.KERAS_FLOOR): `make test-floor`
 # runs the suite with exactly it, in its own venv. KERAS_PIN=X pins any venv's Keras.
-KERAS_FLOOR := 3.11.0
+KERAS_FLOOR := 3.15.1
 KERAS_PIN ?=
 
 BIN := $(VENV)/bin

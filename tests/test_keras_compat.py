@@ -35,7 +35,7 @@ def test_the_floor_is_the_same_everywhere():
 
 def test_an_older_keras_is_named_not_crashed_on(monkeypatch):
     monkeypatch.setattr(keras_compat, "keras_version", lambda: (3, 0, 5))
-    with pytest.raises(ImportError, match=r"needs keras>=3\.11\.0"):
+    with pytest.raises(ImportError, match=r"needs keras>=3\.15\.1"):
         keras_compat.check_keras()
 
 
