@@ -171,9 +171,9 @@ def register_weights(*types):
 
 
 def register_shape(*types):
-    """Decorator for built-in records of types whose shapes are known but which do not
-    convert (a Caffe ``Parameter``); a convertible type passes ``shape=`` to
-    register_converter instead."""
+    """Decorator for records of types whose shapes are known but which do not convert
+    (`inspect` shows their shapes, conversion lists them as unsupported); a convertible
+    type passes ``shape=`` to register_converter instead."""
     def register(fn):
         for t in types:
             _update(t, shape=fn)
