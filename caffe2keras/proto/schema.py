@@ -26,6 +26,7 @@ Engine DEFAULT=0 CAFFE=1 CUDNN=2
 PoolMethod MAX=0 AVE=1 STOCHASTIC=2
 RoundMode CEIL=0 FLOOR=1
 NormRegion ACROSS_CHANNELS=0 WITHIN_CHANNEL=1
+BNMode LEARN=0 INFERENCE=1
 EltwiseOp PROD=0 SUM=1 MAX=2
 ReductionOp SUM=1 ASUM=2 SUMSQ=3 MEAN=4
 CodeType CORNER=1 CENTER_SIZE=2 CORNER_SIZE=3
@@ -148,7 +149,7 @@ message LayerParameter
   122 power_param PowerParameter
   131 prelu_param PReLUParameter
   130 python_param PythonParameter
-  146 recurrent_param OpenParameter
+  146 recurrent_param RecurrentParameter
   136 reduction_param ReductionParameter
   123 relu_param ReLUParameter
   133 reshape_param ReshapeParameter
@@ -179,6 +180,7 @@ message LayerParameter
   1151 shuffle_channel_param ShuffleChannelParameter
   1152 relu6_param ReLU6Parameter
   1153 dense_image_data_param DenseImageDataParameter
+  1154 bn_param BNParameter
 
 message OpenParameter open
 
@@ -591,6 +593,32 @@ message InterpParameter
 
 message ShuffleChannelParameter
   1 group uint32 = 1
+
+message RecurrentParameter
+  1 num_output uint32 = 0
+  2 weight_filler FillerParameter
+  3 bias_filler FillerParameter
+  4 debug_info bool = false
+  5 expose_hidden bool = false
+
+# The fork `BN` layer's params, the union of its families (numbers private, as above):
+# SegNet (alexgkendall/caffe-segnet): scale_filler, shift_filler, bn_mode;
+# PSPNet (hszhao/PSPNet, from yjxiong/caffe): slope_filler, bias_filler, momentum, eps,
+# frozen; an older PSPNet-era variant: var_eps, moving_average, decay, axis.
+message BNParameter
+  1 scale_filler FillerParameter
+  2 shift_filler FillerParameter
+  3 bn_mode BNMode = LEARN
+  4 slope_filler FillerParameter
+  5 bias_filler FillerParameter
+  6 momentum float = 0.9
+  7 eps float = 1e-5
+  8 frozen bool = false
+  9 engine Engine = DEFAULT
+  10 var_eps float = 1e-10
+  11 moving_average bool = false
+  12 decay float = 0.05
+  13 axis int32 = 1
 
 # Deprecated V1 layer (before 2015). Its params reuse the V2 messages.
 message V1LayerParameter
