@@ -371,7 +371,7 @@ def keras_side(net_dir, cache, cfg_json):
         res["result"] = "convert/run fails: " + str(e).splitlines()[0][:300]
     if missing:
         res["result"] = (f"unsupported: {', '.join(missing)} (the {res['prefix_layers']} "
-                         f"layers before them: {res['result']})")
+                         f"layers that do not depend on them: {res['result']})")
     else:
         finals = {k: v for k, v in res.pop("_out").items() if k in graph.outputs}
         np.savez(os.path.join(cache, f"keras_{res['backend']}.npz"), **finals)
