@@ -129,6 +129,11 @@ def _caffe_net_text(src, cfg):
                 cp.group = cp.num_output
             substituted[lay.type] = substituted.get(lay.type, 0) + 1
             lay.type = "Convolution"
+        if lay.type in REWRITTEN:   # fork layers that are a few BVLC/SSD layers
+            replacement = REWRITTEN[lay.type](lay, text, caffe_pb2)
+            keep.extend(replacement)
+            substituted[lay.type] = substituted.get(lay.type, 0) + 1
+            continue
         if lay.type == "Input":
             for j, top in enumerate(lay.top):
                 if top in shapes:
@@ -153,6 +158,49 @@ def _caffe_net_text(src, cfg):
     net.layer.extend(runnable)
     return text_format.MessageToString(net), substituted, dropped, all_types
 
+
+
+def _param_in_text(text, layer, field):
+    """A field of a fork param this Caffe's schema lacks, read from the prototxt text."""
+    m = re.search(r"name\s*:\s*[\"']" + re.escape(layer) + r"[\"'](.*?)\n\s*layer\s*\{",
+                  text + "\nlayer {", re.DOTALL)
+    f = re.search(r"\b" + field + r"\s*:\s*(-?\d+)", m.group(1)) if m else None
+    return int(f.group(1)) if f else None
+
+
+def _shuffle_channel(lay, text, caffe_pb2):
+    """ShuffleChannel (group g): (N, C, H, W) -> (N, g, C/g, H, W) -> swap 1, 2 -> back.
+    Output channel j*g + i is input channel i*C/g + j, as in Resize_cpu of the fork's
+    shuffle_channel_layer.cpp (farmingyard/ShuffleNet @ 0dbecdcafa0652fd9f21cadab3cb92b2c1137f41)."""
+    g = _param_in_text(text, lay.name, "group") or 1
+    a, b = f"{lay.name}/zoo_split", f"{lay.name}/zoo_swap"
+    r1 = caffe_pb2.LayerParameter(name=a, type="Reshape", bottom=[lay.bottom[0]], top=[a])
+    r1.reshape_param.shape.dim.extend([g, -1])
+    r1.reshape_param.axis, r1.reshape_param.num_axes = 1, 1
+    pm = caffe_pb2.LayerParameter(name=b, type="Permute", bottom=[a], top=[b])
+    pm.permute_param.order.extend([0, 2, 1, 3, 4])
+    r2 = caffe_pb2.LayerParameter(name=lay.name, type="Reshape", bottom=[b], top=[lay.top[0]])
+    r2.reshape_param.shape.dim.extend([-1])
+    r2.reshape_param.axis, r2.reshape_param.num_axes = 1, 2
+    return [r1, pm, r2]
+
+
+def _axpy(lay, text, caffe_pb2):
+    """Axpy (SENet fork): top = a * x + y with bottoms (a, x, y), a of shape (N, C, 1, 1) or
+    (N, C), as in Forward_cpu of hujie-frank/SENet src/caffe/layers/axpy_layer.cpp
+    @ 577864e84f0a9a640b24a78fd609ff3c90eb46b9: Flatten a to (N, C), Scale x by it along
+    axes 0-1, add y."""
+    a, x, y = lay.bottom
+    fa, ax = f"{lay.name}/zoo_a", f"{lay.name}/zoo_ax"
+    fl = caffe_pb2.LayerParameter(name=fa, type="Flatten", bottom=[a], top=[fa])
+    sc = caffe_pb2.LayerParameter(name=ax, type="Scale", bottom=[x, fa], top=[ax])
+    sc.scale_param.axis = 0
+    el = caffe_pb2.LayerParameter(name=lay.name, type="Eltwise", bottom=[ax, y],
+                                  top=[lay.top[0]])
+    return [fl, sc, el]
+
+
+REWRITTEN = {"ShuffleChannel": _shuffle_channel, "Axpy": _axpy}
 
 
 def _upgrade_v1(net, caffe_pb2):
@@ -576,7 +624,7 @@ def format_row(row, backends):
                    f"{info['dropped_layers']} layer(s) from it on, not compared]")
     if info.get("substituted"):
         result += " [Caffe ran " + ", ".join(
-            f"{n} {t}" for t, n in info["substituted"].items()) + " as Convolution]"
+            f"{n} {t}" for t, n in info["substituted"].items()) + " as BVLC layers]"
     if info.get("nonfinite"):
         result += f" [caffe: {len(info['nonfinite'])} non-finite blobs]"
     layer_types = info.get("types") or sorted(set(row["types"]))
