@@ -407,9 +407,14 @@ def keras_side(net_dir, cache, cfg_json):
             "no Caffe weights (Caffe could not run it)"
         print("ZOO-KERAS " + json.dumps(res))
         return
+    # Types Caffe could not run have no weights in the caffemodel: cut there too.
+    meta_path = os.path.join(cache, "caffe.json")
+    caffe_lacks = set(((json.loads(_read(meta_path)).get("info") or {}).get("dropped") or [])
+                      if os.path.exists(meta_path) else [])
     convert_from = prototxt
-    if missing:   # still check the rest: the net without them and what follows them
-        convert_from, kept = _supported_prefix(prototxt, shapes, set(missing), cache)
+    if missing or caffe_lacks:   # still check the rest: the layers that do not depend on them
+        convert_from, kept = _supported_prefix(prototxt, shapes, set(missing) | caffe_lacks,
+                                               cache)
         res["prefix_layers"] = kept
     try:
         model = caffe2keras.convert(convert_from, weights, outputs="all",
@@ -420,6 +425,9 @@ def keras_side(net_dir, cache, cfg_json):
     if missing:
         res["result"] = (f"unsupported: {', '.join(missing)} (the {res['prefix_layers']} "
                          f"layers that do not depend on them: {res['result']})")
+    elif caffe_lacks:
+        res["result"] = (f"{res['result']} (the {res['prefix_layers']} layers that do not "
+                         f"depend on {', '.join(sorted(caffe_lacks))})")
     else:
         finals = {k: v for k, v in res.pop("_out").items() if k in graph.outputs}
         np.savez(os.path.join(cache, f"keras_{res['backend']}.npz"), **finals)
