@@ -201,6 +201,10 @@ def _axpy(lay, text, caffe_pb2):
 
 
 REWRITTEN = {"ShuffleChannel": _shuffle_channel, "Axpy": _axpy}
+SUBSTITUTES = {"DepthwiseConvolution": "grouped Convolution",
+               "ConvolutionDepthwise": "grouped Convolution",
+               "HoleConvolution": "dilated Convolution",
+               "ShuffleChannel": "Reshape+Permute+Reshape", "Axpy": "Flatten+Scale+Eltwise"}
 
 
 def _upgrade_v1(net, caffe_pb2):
@@ -632,7 +636,8 @@ def format_row(row, backends):
                    f"{info['dropped_layers']} layer(s) from it on, not compared]")
     if info.get("substituted"):
         result += " [Caffe ran " + ", ".join(
-            f"{n} {t}" for t, n in info["substituted"].items()) + " as BVLC layers]"
+            f"{n} {t} as {SUBSTITUTES.get(t, 'BVLC layers')}"
+            for t, n in info["substituted"].items()) + "]"
     if info.get("nonfinite"):
         result += f" [caffe: {len(info['nonfinite'])} non-finite blobs]"
     layer_types = info.get("types") or sorted(set(row["types"]))
