@@ -82,6 +82,11 @@ def conv_geometry(layer):
 
 def _dil(layer, p):
     vals = p.dilation
+    if len(vals) == 0 and (p.has("hole") or p.has("hole_h") or p.has("hole_w")):
+        # DeepLab's fork names the dilation "hole" (im2col with holes): the same geometry
+        hole = int(p.hole) if p.has("hole") else 1
+        return (int(p.hole_h) if p.has("hole_h") else hole,
+                int(p.hole_w) if p.has("hole_w") else hole)
     if len(vals) == 0:
         return 1, 1
     if len(vals) == 1:

@@ -385,6 +385,11 @@ message ConvolutionParameter
   15 engine Engine = DEFAULT
   16 axis int32 = 1
   17 force_nd_im2col bool = false
+  # DeepLab-era forks (and PSPNet's HoleConvolution): "hole" is the dilation. Numbers as in
+  # the forks that moved them clear of BVLC's 17-19 (pathak22/caffe-ccnn used 17-19).
+  117 hole uint32
+  118 hole_h uint32
+  119 hole_w uint32
 
 message CropParameter
   1 axis int32 = 2
