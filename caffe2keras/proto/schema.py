@@ -174,6 +174,12 @@ message LayerParameter
   1150 interp_param InterpParameter
   1151 shuffle_channel_param ShuffleChannelParameter
   1152 relu6_param ReLU6Parameter
+  1170 roi_pooling_param ROIPoolingParameter
+  1171 psroi_pooling_param PSROIPoolingParameter
+  1172 reorg_param ReorgParameter
+  1173 region_param RegionParameter
+  1174 proposal_param ProposalParameter
+  1175 yolov3_detection_output_param Yolov3DetectionOutputParameter
 
 message OpenParameter open
 
@@ -490,6 +496,51 @@ message InterpParameter
 
 message ShuffleChannelParameter
   1 group uint32 = 1
+
+# rbgirshick/caffe-fast-rcnn
+message ROIPoolingParameter
+  1 pooled_h uint32 = 0
+  2 pooled_w uint32 = 0
+  3 spatial_scale float = 1
+
+# daijifeng001/caffe-rfcn
+message PSROIPoolingParameter
+  1 spatial_scale float
+  2 output_dim int32
+  3 group_size int32
+
+# gklz1982/caffe-yolov2, eric612/MobileNet-YOLO
+message ReorgParameter
+  1 stride uint32
+  2 reverse bool = false
+
+# openvinotoolkit/training_toolbox_caffe
+message RegionParameter
+  1 classes uint32 = 20
+  2 coords uint32 = 4
+  3 num uint32 = 5
+
+# brocolli-caffe (the build in ../shared/tools)
+message ProposalParameter
+  1 feat_stride uint32 = 16
+  2 base_size uint32 = 16
+  3 min_size uint32 = 16
+  4 ratio float*
+  5 scale float*
+  6 pre_nms_topn uint32 = 6000
+  7 post_nms_topn uint32 = 300
+  8 nms_thresh float = 0.7
+
+# eric612/MobileNet-YOLO
+message Yolov3DetectionOutputParameter
+  1 num_classes uint32 = 20
+  2 num_box uint32 = 3
+  3 confidence_threshold float = 0.01
+  4 nms_threshold float = 0.45
+  5 biases float*
+  6 anchors_scale uint32*
+  7 mask_group_num uint32 = 2
+  8 mask uint32*
 
 # Deprecated V1 layer (before 2015). Its params reuse the V2 messages.
 message V1LayerParameter

@@ -1,0 +1,158 @@
+"""Detection heads of Caffe forks: ROIPooling (Fast/Faster R-CNN), PSROIPooling (R-FCN),
+Reorg and Region (YOLOv2 ports), Proposal (RPN) and Yolov3DetectionOutput (MobileNet-YOLO).
+
+Each type's shape function (Caffe NCHW, for `inspect` and weight checks) sits beside its
+converter; the Keras layers are in emit/layers/detect.py.
+"""
+from __future__ import annotations
+
+import math
+
+from ...errors import CaffeFormatError
+from ...shapes import ShapeError
+from ..registry import register_converter
+
+
+def _fail(ctx, msg):
+    raise CaffeFormatError(msg, path=ctx.graph.net.path, position=ctx.layer.position or None,
+                           layer=ctx.layer.name)
+
+
+def _shape_fail(layer, msg):
+    raise ShapeError(msg, layer=layer.name, position=layer.position or None)
+
+
+def _bottoms(layer, bottoms, count):
+    if len(bottoms) != count:
+        _shape_fail(layer, f"{layer.type} takes {count} bottoms, found {len(bottoms)}")
+
+
+def _feature_and_rois(layer, bottoms):
+    """(N, C, H, W) features and the number of ROIs of a (R, 5[, 1, 1]) rois bottom."""
+    _bottoms(layer, bottoms, 2)
+    feat, rois = bottoms
+    if len(feat) != 4:
+        _shape_fail(layer, f"{layer.type} needs a 4-D feature map (first bottom), found "
+                           f"{list(feat)}")
+    if len(rois) < 2 or math.prod(rois[1:]) != 5:
+        _shape_fail(layer, f"{layer.type}'s second bottom holds ROIs as (R, 5) rows "
+                           f"(image index, x1, y1, x2, y2), found {list(rois)}")
+    return feat, rois[0]
+
+
+def _rois_input(ctx):
+    """The rois bottom as (R, 5), whatever rank Caffe gave it."""
+    import keras
+
+    rois, shape = ctx.inputs[1], ctx.in_shapes[1]
+    if len(shape) != 2:
+        rois = ctx.add(keras.layers.Reshape((5,), name=ctx.sub_name("rois")), rois)
+    return rois
+
+
+# --------------------------------------------------------------------------- ROIPooling
+
+def _roi_pooling_shape(layer, bottoms):
+    feat, rois = _feature_and_rois(layer, bottoms)
+    p = layer.param("roi_pooling_param")
+    if p.pooled_h <= 0 or p.pooled_w <= 0:
+        _shape_fail(layer, f"roi_pooling_param needs pooled_h and pooled_w > 0, found "
+                           f"{p.pooled_h} x {p.pooled_w}")
+    return [(rois, feat[1], p.pooled_h, p.pooled_w)], []
+
+
+@register_converter("ROIPooling", shape=_roi_pooling_shape)
+def roi_pooling(ctx):
+    """Output (R, pooled_h, pooled_w, C): Caffe's (R, C, pooled_h, pooled_w) in NHWC."""
+    from ..layers.detect import ROIPooling
+
+    p = ctx.param("roi_pooling_param")
+    layer = ROIPooling(p.pooled_h, p.pooled_w, spatial_scale=p.spatial_scale, name=ctx.name)
+    return [ctx.add(layer, [ctx.inputs[0], _rois_input(ctx)])]
+
+
+# ------------------------------------------------------------------------- PSROIPooling
+
+def _psroi_pooling_shape(layer, bottoms):
+    feat, rois = _feature_and_rois(layer, bottoms)
+    p = layer.param("psroi_pooling_param")
+    for field in ("spatial_scale", "output_dim", "group_size"):
+        if not p.has(field):
+            _shape_fail(layer, f"psroi_pooling_param needs {field} (a required field)")
+    if p.output_dim <= 0 or p.group_size <= 0:
+        _shape_fail(layer, f"output_dim and group_size must be > 0, found {p.output_dim}, "
+                           f"{p.group_size}")
+    want = p.output_dim * p.group_size ** 2
+    if feat[1] != want:
+        _shape_fail(layer, f"the feature map needs output_dim x group_size^2 = {want} "
+                           f"channels, found {feat[1]}")
+    return [(rois, p.output_dim, p.group_size, p.group_size)], []
+
+
+@register_converter("PSROIPooling", shape=_psroi_pooling_shape)
+def psroi_pooling(ctx):
+    """Output (R, group, group, output_dim): Caffe's (R, output_dim, group, group) NHWC."""
+    from ..layers.detect import PSROIPooling
+
+    p = ctx.param("psroi_pooling_param")
+    layer = PSROIPooling(p.output_dim, p.group_size, spatial_scale=p.spatial_scale,
+                         name=ctx.name)
+    return [ctx.add(layer, [ctx.inputs[0], _rois_input(ctx)])]
+
+
+# -------------------------------------------------------------------------------- Reorg
+
+def _reorg_shape(layer, bottoms):
+    _bottoms(layer, bottoms, 1)
+    (shape,) = bottoms
+    if len(shape) != 4:
+        _shape_fail(layer, f"Reorg needs a 4-D input, found {list(shape)}")
+    p = layer.param("reorg_param")
+    if not p.has("stride") or p.stride <= 0:
+        _shape_fail(layer, "reorg_param needs a stride > 0")
+    n, c, h, w = shape
+    s = p.stride
+    # the darknet permutation reads the buffer as (C / s^2, H * s, W * s): every division
+    # must be exact or Caffe writes past its top
+    if c % (s * s) or (not p.reverse and (h % s or w % s)):
+        _shape_fail(layer, f"Reorg with stride {s} needs channels divisible by {s * s}"
+                           f"{'' if p.reverse else f' and height, width by {s}'}, found "
+                           f"{list(shape)}")
+    if p.reverse:
+        return [(n, c // (s * s), h * s, w * s)], []
+    return [(n, c * s * s, h // s, w // s)], []
+
+
+@register_converter("Reorg", shape=_reorg_shape)
+def reorg(ctx):
+    from ..layers.detect import Reorg
+
+    p = ctx.param("reorg_param")
+    return [ctx.add(Reorg(p.stride, reverse=p.reverse, name=ctx.name), ctx.inputs[0])]
+
+
+# ------------------------------------------------------------------------------- Region
+
+def _region_shape(layer, bottoms):
+    _bottoms(layer, bottoms, 1)
+    (shape,) = bottoms
+    p = layer.param("region_param")
+    if len(shape) != 4:
+        _shape_fail(layer, f"Region needs a 4-D input, found {list(shape)}")
+    if p.coords < 2:
+        _shape_fail(layer, f"region coords must be at least 2 (x, y), found {p.coords}")
+    want = p.num * (p.coords + 1 + p.classes)
+    if shape[1] != want:
+        _shape_fail(layer, f"Region needs num x (coords + 1 + classes) = {p.num} x "
+                           f"({p.coords} + 1 + {p.classes}) = {want} channels, found "
+                           f"{shape[1]}")
+    return [tuple(shape)], []
+
+
+@register_converter("Region", shape=_region_shape)
+def region(ctx):
+    from ..layers.detect import Region
+
+    p = ctx.param("region_param")
+    layer = Region(p.classes, coords=p.coords, num=p.num, name=ctx.name)
+    return [ctx.add(layer, ctx.inputs[0])]

@@ -1,0 +1,288 @@
+"""Detection heads of Caffe forks (emit/layers/detect.py) against loop-for-loop numpy ports
+of each fork's C++ (cited per reference), and, where the Caffe build of ../shared/tools has
+the layer (Proposal), against real Caffe goldens (tests/fixtures/fork_goldens/proposal)."""
+import math
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import caffe2keras
+from caffe2keras.emit.layers import detect
+from caffe2keras.graph import load_graph
+from caffe2keras.inspect import describe
+
+from .shared import assert_blob_close, to_caffe_layout, to_keras_layout
+
+F32 = np.float32
+GOLDENS = Path(__file__).resolve().parent / "fixtures" / "fork_goldens"
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _convert(*args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return caffe2keras.convert(*args, **kw)
+
+
+def c_round(x):
+    """C's round(): halves away from zero."""
+    x = F32(x)
+    return float(np.sign(x) * np.floor(np.abs(x) + np.float64(0.5)))
+
+
+# ------------------------------------------------------------------ numpy references
+
+def roi_pooling_reference(data, rois, pooled_h, pooled_w, spatial_scale):
+    """rbgirshick/caffe-fast-rcnn src/caffe/layers/roi_pooling_layer.cpp (commit 4c85442)
+    Forward_cpu, loop for loop in float32. data NCHW, rois (R, 5); returns (R, C, ph, pw)."""
+    n_img, c, h, w = data.shape
+    ss = F32(spatial_scale)
+    out = np.full((len(rois), c, pooled_h, pooled_w), -np.finfo(F32).max, F32)
+    for n, roi in enumerate(rois.astype(F32)):
+        b = int(roi[0])
+        sw, sh, ew, eh = (int(c_round(F32(v) * ss)) for v in roi[1:5])
+        assert 0 <= b < n_img
+        rh, rw = max(eh - sh + 1, 1), max(ew - sw + 1, 1)
+        bh, bw = F32(rh) / F32(pooled_h), F32(rw) / F32(pooled_w)
+        for ch in range(c):
+            for ph in range(pooled_h):
+                for pw in range(pooled_w):
+                    hs = int(np.floor(F32(ph) * bh))
+                    ws = int(np.floor(F32(pw) * bw))
+                    he = int(np.ceil(F32(ph + 1) * bh))
+                    we = int(np.ceil(F32(pw + 1) * bw))
+                    hs, he = min(max(hs + sh, 0), h), min(max(he + sh, 0), h)
+                    ws, we = min(max(ws + sw, 0), w), min(max(we + sw, 0), w)
+                    if he <= hs or we <= ws:
+                        out[n, ch, ph, pw] = 0
+                    for y in range(hs, he):
+                        for x in range(ws, we):
+                            out[n, ch, ph, pw] = max(out[n, ch, ph, pw], data[b, ch, y, x])
+    return out
+
+
+def psroi_pooling_reference(data, rois, output_dim, group_size, spatial_scale):
+    """daijifeng001/caffe-rfcn src/caffe/layers/psroi_pooling_layer.cu (commit 4bcfcd1)
+    PSROIPoolingForward, one output at a time, float32 (no fused multiply-add)."""
+    _, c, h, w = data.shape
+    g = group_size
+    assert c == output_dim * g * g
+    ss = F32(spatial_scale)
+    out = np.zeros((len(rois), output_dim, g, g), F32)
+    for n, roi in enumerate(rois.astype(F32)):
+        b = int(roi[0])
+        sw = F32(c_round(roi[1])) * ss
+        sh = F32(c_round(roi[2])) * ss
+        ew = F32(F32(c_round(roi[3]) + 1.0) * ss)
+        eh = F32(F32(c_round(roi[4]) + 1.0) * ss)
+        rw, rh = F32(max(ew - sw, 0.1)), F32(max(eh - sh, 0.1))
+        bh, bw = F32(rh / F32(g)), F32(rw / F32(g))
+        for ct in range(output_dim):
+            for ph in range(g):
+                for pw in range(g):
+                    hs = int(np.floor(F32(F32(ph) * bh) + sh))
+                    ws = int(np.floor(F32(F32(pw) * bw) + sw))
+                    he = int(np.ceil(F32(F32(ph + 1) * bh) + sh))
+                    we = int(np.ceil(F32(F32(pw + 1) * bw) + sw))
+                    hs, he = min(max(hs, 0), h), min(max(he, 0), h)
+                    ws, we = min(max(ws, 0), w), min(max(we, 0), w)
+                    ch = (ct * g + ph) * g + pw
+                    total = F32(0)
+                    for y in range(hs, he):
+                        for x in range(ws, we):
+                            total = F32(total + data[b, ch, y, x])
+                    area = F32((he - hs) * (we - ws))
+                    out[n, ct, ph, pw] = 0 if he <= hs or we <= ws else total / area
+    return out
+
+
+# ----------------------------------------------------------------------- ROIPooling
+
+def _rois_with_edge_cases(rng, n_img, height, width, scale, count=12):
+    """Random ROIs plus: whole image, beyond every border, inverted (x2 < x1), a single
+    pixel, a corner exactly at .5 after scaling, one on the last image."""
+    img_h, img_w = height / scale, width / scale
+    x1 = rng.uniform(-10, img_w, count)
+    y1 = rng.uniform(-10, img_h, count)
+    x2 = x1 + rng.uniform(0, img_w, count)
+    y2 = y1 + rng.uniform(0, img_h, count)
+    rows = [np.stack([rng.integers(0, n_img, count), x1, y1, x2, y2], 1)]
+    rows.append(np.array([
+        [0, 0, 0, img_w - 1, img_h - 1],
+        [n_img - 1, -50, -40, img_w + 60, img_h + 30],
+        [0, img_w + 5, img_h + 5, img_w + 40, img_h + 90],     # outside: every bin empty
+        [0, 30, 20, 10, 5],                                   # inverted
+        [n_img - 1, 7, 9, 7, 9],                               # one pixel
+        [0, 0.5 / scale, 1.5 / scale, 2.5 / scale, 3.5 / scale],  # exact halves
+    ]))
+    return np.concatenate(rows).astype(F32)
+
+
+@pytest.mark.parametrize("pooled,scale", [((3, 3), 1 / 16), ((2, 4), 0.25), ((6, 5), 1.0),
+                                          ((1, 1), 1 / 8)])
+def test_roi_pooling_matches_the_fast_rcnn_reference(pooled, scale):
+    rng = np.random.default_rng(sum(pooled))
+    data = rng.normal(size=(2, 3, 9, 13)).astype(F32)
+    data[1, :, 4, 6] = 5.0       # ties inside a bin
+    rois = _rois_with_edge_cases(rng, 2, 9, 13, scale)
+    ref = roi_pooling_reference(data, rois, *pooled, scale)
+    layer = detect.ROIPooling(*pooled, spatial_scale=scale)
+    got = _numpy(layer([to_keras_layout(data), rois]))
+    assert got.shape == (len(rois), pooled[0], pooled[1], 3)
+    np.testing.assert_array_equal(to_caffe_layout(got), ref)   # max: exact
+
+
+def test_roi_pooling_padding_rows_pool_to_zero():
+    data = np.ones((1, 5, 5, 2), F32)
+    rois = np.array([[0, 0, 0, 4, 4], [-1, 0, 0, 0, 0], [3, 0, 0, 4, 4]], F32)
+    got = _numpy(detect.ROIPooling(2, 2)([data, rois]))
+    assert np.all(got[0] == 1) and np.all(got[1:] == 0)
+
+
+# --------------------------------------------------------------------- PSROIPooling
+
+@pytest.mark.parametrize("group,dim,scale", [(3, 2, 1 / 16), (2, 3, 0.5), (1, 4, 1.0),
+                                             (4, 1, 0.25)])
+def test_psroi_pooling_matches_the_rfcn_reference(group, dim, scale):
+    rng = np.random.default_rng(group * 10 + dim)
+    data = rng.normal(size=(2, dim * group * group, 8, 11)).astype(F32)
+    rois = _rois_with_edge_cases(rng, 2, 8, 11, scale)
+    ref = psroi_pooling_reference(data, rois, dim, group, scale)
+    layer = detect.PSROIPooling(dim, group, spatial_scale=scale)
+    got = _numpy(layer([to_keras_layout(data), rois]))
+    assert got.shape == (len(rois), group, group, dim)
+    assert_blob_close(to_caffe_layout(got), ref, "psroi")
+
+
+# ---------------------------------------------------------------------- Reorg, Region
+
+def reorg_reference(data, stride, reverse):
+    """gklz1982/caffe-yolov2 reorg_layer.cpp (commit a4e1075): darknet's reorg_cpu(bottom,
+    W, H, C, N, stride, forward=reverse, top) on the flat NCHW buffers."""
+    n, c, h, w = data.shape
+    x = data.reshape(-1)
+    out = np.zeros_like(x)
+    out_c = c // (stride * stride)
+    for b in range(n):
+        for k in range(c):
+            for j in range(h):
+                for i in range(w):
+                    in_index = i + w * (j + h * (k + c * b))
+                    c2, offset = k % out_c, k // out_c
+                    w2 = i * stride + offset % stride
+                    h2 = j * stride + offset // stride
+                    out_index = w2 + w * stride * (h2 + h * stride * (c2 + out_c * b))
+                    if reverse:
+                        out[out_index] = x[in_index]
+                    else:
+                        out[in_index] = x[out_index]
+    s2 = stride * stride
+    top = (n, c // s2, h * stride, w * stride) if reverse else (n, c * s2, h // stride,
+                                                                 w // stride)
+    return out.reshape(top)
+
+
+def region_reference(data, classes, coords, num):
+    """openvinotoolkit/training_toolbox_caffe region_layer.cpp (commit 2137b63)."""
+    n, c, h, w = data.shape
+    out = data.astype(np.float64).copy().reshape(n, num, coords + 1 + classes, h, w)
+    logistic = lambda v: 1.0 / (1.0 + np.exp(-v))
+    out[:, :, :2] = logistic(out[:, :, :2])
+    out[:, :, coords] = logistic(out[:, :, coords])
+    cls = out[:, :, coords + 1:]
+    e = np.exp(cls - cls.max(axis=2, keepdims=True))
+    out[:, :, coords + 1:] = e / e.sum(axis=2, keepdims=True)
+    return out.reshape(n, c, h, w).astype(F32)
+
+
+@pytest.mark.parametrize("stride,reverse,shape", [(2, False, (2, 8, 6, 4)),
+                                                  (3, False, (1, 9, 6, 9)),
+                                                  (2, True, (2, 8, 3, 5))])
+def test_reorg_is_darknets_permutation(stride, reverse, shape):
+    data = np.arange(math.prod(shape), dtype=F32).reshape(shape)
+    ref = reorg_reference(data, stride, reverse)
+    got = _numpy(detect.Reorg(stride, reverse)(to_keras_layout(data)))
+    np.testing.assert_array_equal(to_caffe_layout(got), ref)
+
+
+@pytest.mark.parametrize("classes,coords,num", [(3, 4, 2), (1, 4, 5), (2, 5, 1)])
+def test_region_matches_the_reference(classes, coords, num):
+    rng = np.random.default_rng(classes)
+    data = rng.normal(0, 3, size=(2, num * (coords + 1 + classes), 4, 3)).astype(F32)
+    got = _numpy(detect.Region(classes, coords, num)(to_keras_layout(data)))
+    assert_blob_close(to_caffe_layout(got), region_reference(data, classes, coords, num),
+                      "region")
+
+
+# -------------------------------------------------------- whole nets from a prototxt
+
+DETECT_NET = """
+name: "detect_heads"
+input: "data"  input_shape { dim: 2 dim: 8 dim: 12 dim: 16 }
+input: "rois"  input_shape { dim: 5 dim: 5 }
+layer { name: "roi" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi"
+        roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.0625 } }
+layer { name: "psroi" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "psroi"
+        psroi_pooling_param { spatial_scale: 0.0625 output_dim: 2 group_size: 2 } }
+layer { name: "reorg" type: "Reorg" bottom: "data" top: "reorg" reorg_param { stride: 2 } }
+layer { name: "region" type: "Region" bottom: "data" top: "region"
+        region_param { classes: 1 coords: 2 num: 2 } }
+"""
+
+
+@pytest.fixture
+def detect_net(tmp_path):
+    path = tmp_path / "deploy.prototxt"
+    path.write_text(DETECT_NET)
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(2, 8, 12, 16)).astype(F32)
+    rois = _rois_with_edge_cases(rng, 2, 12, 16, 1 / 16, count=0)[:5]
+    return path, data, rois
+
+
+def test_detect_heads_convert_and_match_the_references(detect_net):
+    path, data, rois = detect_net
+    g = load_graph(path)
+    assert g.shape("roi") == (5, 8, 3, 2)
+    assert g.shape("psroi") == (5, 2, 2, 2)
+    assert g.shape("reorg") == (2, 32, 6, 8)
+    assert g.shape("region") == (2, 8, 12, 16)
+    assert describe(g)["unsupported"] == []
+    model = _convert(path, outputs="all")
+    got = model({"data": to_keras_layout(data), "rois": rois})
+    np.testing.assert_array_equal(to_caffe_layout(got["roi"]),
+                                  roi_pooling_reference(data, rois, 3, 2, 1 / 16))
+    assert_blob_close(to_caffe_layout(got["psroi"]),
+                      psroi_pooling_reference(data, rois, 2, 2, 1 / 16), "psroi")
+    np.testing.assert_array_equal(to_caffe_layout(got["reorg"]), reorg_reference(data, 2, False))
+    assert_blob_close(to_caffe_layout(got["region"]), region_reference(data, 1, 2, 2), "region")
+
+
+def test_detect_heads_save_and_load(detect_net, tmp_path):
+    path, data, rois = detect_net
+    model = _convert(path, outputs="all")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    feed = {"data": to_keras_layout(data), "rois": rois}
+    a, b = model(feed), loaded(feed)
+    for blob in ("roi", "psroi", "reorg", "region"):
+        np.testing.assert_array_equal(_numpy(a[blob]), _numpy(b[blob]), blob)
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("pooled_h: 3 pooled_w: 2", "pooled_w: 2", "pooled_h"),
+    ("output_dim: 2 group_size: 2", "output_dim: 3 group_size: 2", "channels"),
+    ("reorg_param { stride: 2 }", "reorg_param { stride: 3 }", "divisible"),
+    ("classes: 1 coords: 2 num: 2", "classes: 2 coords: 2 num: 2", "channels"),
+])
+def test_bad_settings_are_named(tmp_path, old, new, message):
+    path = tmp_path / "bad.prototxt"
+    path.write_text(DETECT_NET.replace(old, new))
+    with pytest.raises(caffe2keras.CaffeFormatError, match=message):
+        load_graph(path)
