@@ -286,3 +286,47 @@ def test_bad_settings_are_named(tmp_path, old, new, message):
     path.write_text(DETECT_NET.replace(old, new))
     with pytest.raises(caffe2keras.CaffeFormatError, match=message):
         load_graph(path)
+
+
+# ------------------------------------------------------------------ Proposal (Caffe)
+
+PROPOSALS = ["prop_main", "prop_few", "prop_min", "prop_all"]
+
+
+def assert_proposals(rois, scores, caffe_rois, caffe_scores, post, name):
+    """Our per-image blocks of ``post`` rows against Caffe's stacked rows: per image the
+    valid rows equal Caffe's rows for that image, in order; the rest are -1."""
+    rois, scores = np.asarray(rois), np.asarray(scores)
+    n = len(rois) // post
+    for i in range(n):
+        block, block_scores = rois[i * post:(i + 1) * post], scores[i * post:(i + 1) * post]
+        mine = caffe_rois[:, 0] == i
+        ref, ref_scores = caffe_rois[mine], caffe_scores[mine]
+        assert np.all(block[:len(ref), 0] == i), f"{name} image {i}: valid rows come first"
+        assert_blob_close(block[:len(ref)], ref, f"{name} image {i} rois")
+        assert_blob_close(block_scores[:len(ref)], ref_scores, f"{name} image {i} scores")
+        assert np.all(block[len(ref):] == -1) and np.all(block_scores[len(ref):] == -1), \
+            f"{name} image {i}: padding rows are -1"
+
+
+@pytest.fixture(scope="module")
+def proposal_case():
+    d = GOLDENS / "proposal"
+    inputs, outputs = np.load(d / "inputs.npz"), np.load(d / "outputs.npz")
+    model = _convert(d / "deploy.prototxt", outputs="all")
+    feed = {k: to_keras_layout(inputs[k]) for k in inputs.files}
+    return d / "deploy.prototxt", model, feed, outputs
+
+
+def _post(deploy, name):
+    return load_graph(deploy).shape(name)[0] // 2
+
+
+@pytest.mark.parametrize("name", PROPOSALS)
+def test_proposal_matches_caffe(proposal_case, name):
+    """Anchors, deltas, clipping to im_info, min_size, pre/post_nms_topn (above the anchor
+    count too), NMS with +1 sizes, fewer survivors than post_nms_topn; batch of 2."""
+    deploy, model, feed, outputs = proposal_case
+    got = model(feed)
+    assert_proposals(_numpy(got[name]), _numpy(got[f"{name}_scores"]), outputs[name],
+                     outputs[f"{name}_scores"], _post(deploy, name), name)

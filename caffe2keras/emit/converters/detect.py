@@ -156,3 +156,47 @@ def region(ctx):
     p = ctx.param("region_param")
     layer = Region(p.classes, coords=p.coords, num=p.num, name=ctx.name)
     return [ctx.add(layer, ctx.inputs[0])]
+
+
+# ----------------------------------------------------------------------------- Proposal
+
+def _proposal_shape(layer, bottoms):
+    _bottoms(layer, bottoms, 3)
+    scores, deltas, info = bottoms
+    p = layer.param("proposal_param")
+    if not p.ratio or not p.scale:
+        _shape_fail(layer, "proposal_param needs at least one ratio and one scale")
+    a = len(p.ratio) * len(p.scale)
+    if len(scores) != 4 or scores[1] != 2 * a:
+        _shape_fail(layer, f"the scores bottom must be (N, 2 x {a} anchors, H, W), found "
+                           f"{list(scores)}")
+    if tuple(deltas) != (scores[0], 4 * a, *scores[2:]):
+        _shape_fail(layer, f"the deltas bottom must be (N, 4 x {a} anchors, H, W) = "
+                           f"{[scores[0], 4 * a, *scores[2:]]}, found {list(deltas)}")
+    if math.prod(info[1:]) < 2:
+        _shape_fail(layer, f"im_info must hold (height, width, ...), found {list(info)}")
+    if p.post_nms_topn <= 0:
+        _shape_fail(layer, "post_nms_topn must be > 0")
+    rows = scores[0] * p.post_nms_topn
+    return [(rows, 5), (rows,)][:len(layer.tops)], []
+
+
+@register_converter("Proposal", shape=_proposal_shape)
+def proposal(ctx):
+    """rois (N * post_nms_topn, 5) and scores, one block of rows per image, unused rows
+    -1 (Caffe stacks the valid rows of all images)."""
+    import keras
+
+    from ..layers.detect import Proposal
+
+    p = ctx.param("proposal_param")
+    info = ctx.inputs[2]
+    if len(ctx.in_shapes[2]) != 2:
+        info = ctx.add(keras.layers.Reshape((math.prod(ctx.in_shapes[2][1:]),),
+                                            name=ctx.sub_name("im_info")), info)
+    layer = Proposal(feat_stride=p.feat_stride, base_size=p.base_size,
+                     min_size=p.min_size, ratios=list(p.ratio), scales=list(p.scale),
+                     pre_nms_topn=p.pre_nms_topn, post_nms_topn=p.post_nms_topn,
+                     nms_thresh=p.nms_thresh, name=ctx.name)
+    rois, scores = ctx.add(layer, [ctx.inputs[0], ctx.inputs[1], info])
+    return [rois, scores][:len(ctx.step.outputs)]

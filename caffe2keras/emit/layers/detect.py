@@ -138,8 +138,8 @@ class ROIPooling(keras.layers.Layer):
         out = None
         for y in ys:
             for x in xs:
-                flat = ops.clip((base + ops.minimum(y, h - 1)) * w + ops.minimum(x, w - 1),
-                                0, None)
+                flat = ops.maximum(
+                    (base + ops.minimum(y, h - 1)) * w + ops.minimum(x, w - 1), 0)
                 v = ops.take(table, ops.reshape(flat, (-1,)), axis=0)
                 out = v if out is None else ops.maximum(out, v)
         out = ops.reshape(out, (-1, self.pooled_h, self.pooled_w, c))
@@ -298,3 +298,206 @@ class Region(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "classes": self.classes, "coords": self.coords,
                 "num": self.num}
+
+
+# ------------------------------------------------------------------- greedy NMS, shared
+
+def _has_value(x):
+    """True when ``x`` is a concrete (eager) tensor, False while jax/tensorflow trace."""
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.executing_eagerly()
+    return True
+
+
+def greedy_nms(suppresses, valid):
+    """Greedy NMS over candidates in rank order: candidate i is kept iff it is valid and no
+    kept candidate ranked before it suppresses it. ``suppresses`` (..., K, K) is True
+    where row i would remove column j (only i < j matters). Solved as a fixed point:
+    entry i depends only on earlier entries, so iterating from ``valid`` settles rank by
+    rank and stops at the sequential answer, usually after a few rounds."""
+    k = suppresses.shape[-1]
+    earlier = ops.convert_to_tensor(np.triu(np.ones((k, k), bool), 1))
+    blocks = ops.cast(ops.logical_and(suppresses, earlier), "float32")
+
+    def body(keep):
+        hits = ops.squeeze(ops.matmul(ops.expand_dims(ops.cast(keep, "float32"), -2),
+                                      blocks), -2)
+        return ops.logical_and(valid, hits == 0)
+
+    if _has_value(valid):
+        keep = valid
+        for _ in range(k + 1):
+            new = body(keep)
+            if not bool(ops.convert_to_numpy(ops.any(ops.not_equal(new, keep)))):
+                break
+            keep = new
+        return keep
+    keep, _ = ops.while_loop(
+        lambda keep, changed: changed,
+        lambda keep, changed: (body(keep), ops.any(ops.not_equal(body(keep), keep))),
+        (valid, ops.convert_to_tensor(True)), maximum_iterations=k + 1)
+    return keep
+
+
+def _first_kept(keep, count):
+    """Indices (..., count) of the first ``count`` kept candidates in rank order, and
+    whether each slot holds one (fewer kept than ``count``: the rest are False)."""
+    k = keep.shape[-1]
+    rank = ops.arange(k, dtype="int32")
+    key = ops.where(keep, rank, rank + k)          # kept first, each group in rank order
+    order = ops.argsort(key, axis=-1)[..., :count]
+    return order, ops.take_along_axis(keep, order, axis=-1)
+
+
+# ----------------------------------------------------------------------------- Proposal
+
+def proposal_anchors(base_size, ratios, scales):
+    """generate_anchors of brocolli-caffe 9.0.2's proposal_layer.cpp (PVANet's C++
+    Proposal): per ratio, per scale, a box centred on (base_size - 1) / 2 whose half
+    sides are 0.5 * round(sqrt(base^2 / ratio) [* ratio] * scale / base - 1); scales
+    are in pixels. float32 as (A, 4) x1, y1, x2, y2."""
+    base_area = _F32(base_size * base_size)
+    center = _F32(0.5) * _F32(base_size - 1)
+    out = []
+    for r in ratios:
+        ratio_w = _F32(np.sqrt(base_area / _F32(r)))
+        ratio_h = _F32(ratio_w * _F32(r))
+        for s in scales:
+            # ROUND(x) = (int)(x + 0.5), in double as the C++ promotes it
+            half_w = _F32(0.5) * _F32(int(float(ratio_w) * float(_F32(s)) / base_size - 1.0
+                                          + 0.5))
+            half_h = _F32(0.5) * _F32(int(float(ratio_h) * float(_F32(s)) / base_size - 1.0
+                                          + 0.5))
+            out.append([center - half_w, center - half_h, center + half_w, center + half_h])
+    return np.array(out, _F32).reshape(-1, 4)
+
+
+@keras.saving.register_keras_serializable(package="caffe2keras")
+class Proposal(keras.layers.Layer):
+    """The RPN proposal layer of brocolli-caffe 9.0.2 (src/caffe/layers/proposal_layer.cpp,
+    the C++ Proposal of PVANet's Caffe; util/nms.cpp): anchors at every feature cell
+    (stride ``feat_stride``), shifted by the deltas (+1 box sizes), clipped to the image
+    of im_info's first row (that fork reads row 0 for every image and ignores the scale
+    entries), score zeroed for boxes under ``min_size``, the best ``pre_nms_topn`` by
+    foreground score kept for NMS (IoU with +1 sizes, suppress above ``nms_thresh``),
+    then the first ``post_nms_topn`` survivors.
+
+    Inputs: scores (N, H, W, 2A) (background A channels, then foreground), deltas
+    (N, H, W, 4A), im_info (N or 1, >= 2) as (height, width, ...).
+    Outputs: rois (N * post_nms_topn, 5) rows (image index, x1, y1, x2, y2) and scores
+    (N * post_nms_topn,): image n fills rows n * post_nms_topn onwards, best first;
+    unused rows are -1 (ROIPooling/PSROIPooling pool them to 0). Caffe instead stacks
+    the valid rows of all images with no gaps. Equal scores are ranked by anchor index
+    (the fork's quicksort leaves their order unspecified).
+    """
+
+    def __init__(self, feat_stride=16, base_size=16, min_size=16, ratios=(), scales=(),
+                 pre_nms_topn=6000, post_nms_topn=300, nms_thresh=0.7, **kwargs):
+        super().__init__(**kwargs)
+        self.feat_stride = int(feat_stride)
+        self.base_size = int(base_size)
+        self.min_size = int(min_size)
+        self.ratios = [float(r) for r in ratios]
+        self.scales = [float(s) for s in scales]
+        self.pre_nms_topn = int(pre_nms_topn)
+        self.post_nms_topn = int(post_nms_topn)
+        self.nms_thresh = float(nms_thresh)
+        self.anchors = proposal_anchors(self.base_size, self.ratios, self.scales)
+        self._jitted = None
+
+    def call(self, inputs):
+        scores, deltas, im_info = inputs
+        backend = keras.config.backend()
+        if backend in ("jax", "tensorflow") and _has_value(scores):
+            # eager: one compiled function instead of many small dispatches
+            if self._jitted is None:
+                if backend == "jax":
+                    import jax
+                    self._jitted = jax.jit(self._propose)
+                else:
+                    import tensorflow as tf
+                    self._jitted = tf.function(self._propose, reduce_retracing=True)
+            return self._jitted(scores, deltas, im_info)
+        return self._propose(scores, deltas, im_info)
+
+    def _propose(self, scores, deltas, im_info):
+        scores, deltas, im_info = (ops.cast(t, "float32") for t in (scores, deltas, im_info))
+        h, w = scores.shape[1], scores.shape[2]
+        a = len(self.anchors)
+        total = h * w * a
+        k = min(total, self.pre_nms_topn)
+        post = self.post_nms_topn
+        batch = ops.shape(scores)[0]
+        fg = ops.reshape(scores[..., a:], (-1, total))             # (N, H*W*A): h, w, k
+        d = ops.reshape(deltas, (-1, total, 4))
+        # anchors shifted to every cell, in Caffe's float32 (x + anchor)
+        sx = (np.arange(w, dtype=_F32) * _F32(self.feat_stride))[None, :, None]
+        sy = (np.arange(h, dtype=_F32) * _F32(self.feat_stride))[:, None, None]
+        an = self.anchors[None, None]
+        boxes = np.stack(np.broadcast_arrays(sx + an[..., 0], sy + an[..., 1],
+                                             sx + an[..., 2], sy + an[..., 3]), -1)
+        boxes = ops.convert_to_tensor(boxes.reshape(total, 4).astype(_F32))
+        bw = boxes[:, 2] - boxes[:, 0] + 1.0
+        bh = boxes[:, 3] - boxes[:, 1] + 1.0
+        cx = boxes[:, 0] + 0.5 * bw
+        cy = boxes[:, 1] + 0.5 * bh
+        pcx = d[..., 0] * bw + cx
+        pcy = d[..., 1] * bh + cy
+        pw = ops.exp(d[..., 2]) * bw
+        ph = ops.exp(d[..., 3]) * bh
+        img_h, img_w = im_info[0, 0], im_info[0, 1]
+        x1 = ops.clip(pcx - 0.5 * pw, 0.0, img_w - 1.0)
+        y1 = ops.clip(pcy - 0.5 * ph, 0.0, img_h - 1.0)
+        x2 = ops.clip(pcx + 0.5 * pw, 0.0, img_w - 1.0)
+        y2 = ops.clip(pcy + 0.5 * ph, 0.0, img_h - 1.0)
+        big = ops.logical_and(x2 - x1 + 1.0 >= _F32(self.min_size),
+                              y2 - y1 + 1.0 >= _F32(self.min_size))
+        score = ops.cast(big, "float32") * fg
+        # best k, equal scores by anchor index
+        order = ops.argsort(-score, axis=-1)[:, :k]
+        s = ops.take_along_axis(score, order, axis=-1)               # (N, K)
+        bx = ops.stack([ops.take_along_axis(v, order, axis=-1) for v in (x1, y1, x2, y2)],
+                       -1)                                           # (N, K, 4)
+        # util/nms.cpp iou(): 0 unless the boxes overlap or touch, sizes +1
+        a_, b_ = bx[:, :, None, :], bx[:, None, :, :]
+        apart = ops.logical_or(
+            ops.logical_or(a_[..., 0] > b_[..., 2], a_[..., 1] > b_[..., 3]),
+            ops.logical_or(a_[..., 2] < b_[..., 0], a_[..., 3] < b_[..., 1]))
+        iw = ops.maximum(0.0, ops.minimum(a_[..., 2], b_[..., 2])
+                         - ops.maximum(a_[..., 0], b_[..., 0]) + 1.0)
+        ih = ops.maximum(0.0, ops.minimum(a_[..., 3], b_[..., 3])
+                         - ops.maximum(a_[..., 1], b_[..., 1]) + 1.0)
+        inter = iw * ih
+        area = (bx[..., 2] - bx[..., 0] + 1.0) * (bx[..., 3] - bx[..., 1] + 1.0)
+        union = (area[:, :, None] + area[:, None, :]) - inter
+        iou = divide(inter, ops.where(union == 0, 1.0, union))
+        suppress = ops.logical_and(ops.logical_not(apart), iou > _F32(self.nms_thresh))
+        keep = greedy_nms(suppress, ops.ones_like(s, dtype="bool"))
+        slots = min(post, k)
+        sel, filled = _first_kept(keep, slots)
+        image = ops.cast(ops.arange(batch), "float32")[:, None, None]
+        rois = ops.concatenate([image + ops.zeros((1, slots, 1)),
+                                ops.take_along_axis(bx, sel[..., None], axis=1)], -1)
+        rois = ops.where(filled[..., None], rois, -1.0)
+        out_scores = ops.where(filled, ops.take_along_axis(s, sel, axis=-1), -1.0)
+        if slots < post:
+            rois = ops.concatenate([rois, -ops.ones((batch, post - slots, 5))], 1)
+            out_scores = ops.concatenate([out_scores, -ops.ones((batch, post - slots))], 1)
+        return ops.reshape(rois, (-1, 5)), ops.reshape(out_scores, (-1,))
+
+    def compute_output_shape(self, input_shapes):
+        n = input_shapes[0][0]
+        rows = None if n is None else n * self.post_nms_topn
+        return (rows, 5), (rows,)
+
+    def get_config(self):
+        return {**super().get_config(), "feat_stride": self.feat_stride,
+                "base_size": self.base_size, "min_size": self.min_size,
+                "ratios": self.ratios, "scales": self.scales,
+                "pre_nms_topn": self.pre_nms_topn, "post_nms_topn": self.post_nms_topn,
+                "nms_thresh": self.nms_thresh}
