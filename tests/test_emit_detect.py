@@ -330,3 +330,141 @@ def test_proposal_matches_caffe(proposal_case, name):
     got = model(feed)
     assert_proposals(_numpy(got[name]), _numpy(got[f"{name}_scores"]), outputs[name],
                      outputs[f"{name}_scores"], _post(deploy, name), name)
+
+
+# ------------------------------------------------------------ Yolov3DetectionOutput
+
+def yolov3_reference(bottoms, num_classes, num_box, biases, anchors_scale, mask,
+                     mask_group_num, confidence_threshold, nms_threshold):
+    """eric612/MobileNet-YOLO yolov3_detection_output_layer.cpp Forward_cpu (commit
+    c93a7e6) for one image, loop for loop in float32: every (box, class) candidate above
+    the threshold, sorted by score (stable here; std::sort there), class-agnostic greedy
+    NMS at IoU >= threshold. Returns the fork's rows (n, 7)."""
+    def sig(v):
+        return F32(1.0 / (1.0 + np.exp(-np.float64(v))))
+
+    length = 5 + num_classes
+    groups = len(mask) // mask_group_num
+    preds = []
+    for t, x in enumerate(bottoms):
+        side = x.shape[3]
+        stride = side * side
+        flat = x[0].reshape(-1)
+        for s in range(stride):
+            for n in range(num_box):
+                index = n * length * stride + s
+                tx, ty = sig(flat[index]), sig(flat[index + stride])
+                obj = sig(flat[index + 4 * stride])
+                m = mask[n + t * groups]
+                span = side * anchors_scale[t]
+                bx = F32(F32(s % side + tx) / F32(side))
+                by = F32(F32(s // side + ty) / F32(side))
+                bw = F32(F32(np.exp(flat[index + 2 * stride]) * F32(biases[2 * m])) / F32(span))
+                bh = F32(F32(np.exp(flat[index + 3 * stride]) * F32(biases[2 * m + 1]))
+                         / F32(span))
+                for c in range(num_classes):
+                    score = F32(sig(flat[index + (5 + c) * stride]) * obj)
+                    if score > F32(confidence_threshold):
+                        preds.append((bx, by, bw, bh, c, score))
+    preds.sort(key=lambda p: -p[5])
+
+    def iou(a, b):
+        def overlap(c1, w1, c2, w2):
+            left = max(F32(c1 - F32(w1 / F32(2))), F32(c2 - F32(w2 / F32(2))))
+            right = min(F32(c1 + F32(w1 / F32(2))), F32(c2 + F32(w2 / F32(2))))
+            return F32(right - left)
+        w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
+        inter = F32(0) if w < 0 or h < 0 else F32(w * h)
+        union = F32(F32(F32(a[2] * a[3]) + F32(b[2] * b[3])) - inter)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return F32(inter / union)
+
+    dead = set()
+    for i in range(len(preds) - 1):
+        if i in dead:
+            continue
+        for j in range(i + 1, len(preds)):
+            if j not in dead and iou(preds[i], preds[j]) >= F32(nms_threshold):
+                dead.add(j)
+    rows = [(0, p[4] + 1, p[5], p[0] - p[2] / 2, p[1] - p[3] / 2, p[0] + p[2] / 2,
+             p[1] + p[3] / 2) for i, p in enumerate(preds) if i not in dead]
+    return np.array(rows, F32).reshape(-1, 7)
+
+
+YOLO_SETTINGS = {"num_classes": 3, "num_box": 2,
+                 "biases": [10, 14, 23, 27, 37, 58, 81, 82, 135, 169, 344, 319],
+                 "anchors_scale": [32, 16], "mask": [3, 4, 0, 1], "mask_group_num": 2,
+                 "confidence_threshold": 0.3, "nms_threshold": 0.45}
+
+
+def _yolo_inputs(seed, sides=(4, 8), obj_bias=0.0):
+    rng = np.random.default_rng(seed)
+    c = YOLO_SETTINGS["num_box"] * (5 + YOLO_SETTINGS["num_classes"])
+    out = []
+    for side in sides:
+        x = rng.normal(0, 1.5, size=(1, c, side, side)).astype(F32)
+        x.reshape(1, YOLO_SETTINGS["num_box"], -1, side, side)[:, :, 4] += obj_bias
+        out.append(x)
+    return out
+
+
+@pytest.mark.parametrize("seed,obj_bias,thr", [(0, 0.0, 0.45), (1, 2.0, 0.45),
+                                               (2, 1.0, 0.1), (3, -8.0, 0.45)])
+def test_yolov3_detection_output_matches_the_reference(seed, obj_bias, thr):
+    """Several classes per box above threshold, tight and loose NMS, no detection."""
+    settings = {**YOLO_SETTINGS, "nms_threshold": thr}
+    bottoms = _yolo_inputs(seed, obj_bias=obj_bias)
+    ref = yolov3_reference(bottoms, **settings)
+    layer = detect.Yolov3DetectionOutput(**settings, sides=[4, 8])
+    got = _numpy(layer([to_keras_layout(b) for b in bottoms]))
+    assert got.shape == (1, (16 + 64) * 2, 7)
+    valid = got[0][got[0, :, 1] >= 0]
+    assert len(valid) == len(ref)
+    assert_blob_close(valid, ref, "yolov3")
+    assert np.all(got[0, len(ref):] == -1)
+    if obj_bias < -5:
+        assert len(ref) == 0
+
+
+def test_yolov3_detection_output_keeps_images_apart():
+    """Batch of 2: each image gets its own block (the fork would merge them)."""
+    a, b = _yolo_inputs(4, obj_bias=1.0), _yolo_inputs(5, obj_bias=1.0)
+    layer = detect.Yolov3DetectionOutput(**YOLO_SETTINGS, sides=[4, 8])
+    got = _numpy(layer([to_keras_layout(np.concatenate([x, y])) for x, y in zip(a, b)]))
+    for i, bottoms in enumerate((a, b)):
+        ref = yolov3_reference(bottoms, **YOLO_SETTINGS)
+        ref[:, 0] = i
+        assert_blob_close(got[i, :len(ref)], ref, f"image {i}")
+        assert np.all(got[i, len(ref):] == -1)
+
+
+YOLO_NET = """
+name: "yolo_head"
+input: "s32" input_shape { dim: 1 dim: 16 dim: 4 dim: 4 }
+input: "s16" input_shape { dim: 1 dim: 16 dim: 8 dim: 8 }
+layer { name: "det" type: "Yolov3DetectionOutput" bottom: "s32" bottom: "s16" top: "det"
+        yolov3_detection_output_param {
+          num_classes: 3 num_box: 2 confidence_threshold: 0.3 nms_threshold: 0.45
+          biases: 10 biases: 14 biases: 23 biases: 27 biases: 37 biases: 58
+          biases: 81 biases: 82 biases: 135 biases: 169 biases: 344 biases: 319
+          anchors_scale: 32 anchors_scale: 16 mask_group_num: 2
+          mask: 3 mask: 4 mask: 0 mask: 1 } }
+"""
+
+
+def test_yolov3_net_converts_saves_and_loads(tmp_path):
+    path = tmp_path / "yolo.prototxt"
+    path.write_text(YOLO_NET)
+    assert load_graph(path).shape("det") == (1, 160, 7)
+    model = _convert(path)
+    bottoms = _yolo_inputs(6, obj_bias=1.0)
+    feed = {"s32": to_keras_layout(bottoms[0]), "s16": to_keras_layout(bottoms[1])}
+    got = _numpy(model(feed)["det"])
+    ref = yolov3_reference(bottoms, **YOLO_SETTINGS)
+    assert_blob_close(got[0, :len(ref)], ref, "det")
+    model.save(tmp_path / "y.keras")
+    again = _numpy(keras.saving.load_model(tmp_path / "y.keras")(feed)["det"])
+    np.testing.assert_array_equal(got, again)
+    with pytest.raises(caffe2keras.CaffeFormatError, match="mask_group_num"):
+        path.write_text(YOLO_NET.replace("mask_group_num: 2", "mask_group_num: 3"))
+        load_graph(path)

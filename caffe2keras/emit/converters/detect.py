@@ -200,3 +200,61 @@ def proposal(ctx):
                      nms_thresh=p.nms_thresh, name=ctx.name)
     rois, scores = ctx.add(layer, [ctx.inputs[0], ctx.inputs[1], info])
     return [rois, scores][:len(ctx.step.outputs)]
+
+
+# ---------------------------------------------------------------- Yolov3DetectionOutput
+
+def _yolov3_config(layer, bottoms):
+    """The layer's settings checked against its bottoms as the fork reads them."""
+    p = layer.param("yolov3_detection_output_param")
+    if not p.has("num_classes") or p.num_classes <= 0:
+        _shape_fail(layer, "yolov3_detection_output_param needs num_classes > 0")
+    if p.mask_group_num <= 0 or len(bottoms) != p.mask_group_num:
+        _shape_fail(layer, f"mask_group_num ({p.mask_group_num}) must equal the number of "
+                           f"bottoms ({len(bottoms)})")
+    if p.nms_threshold > 1:
+        _shape_fail(layer, f"nms_threshold {p.nms_threshold} > 1 switches NMS off (every "
+                           f"class of every box becomes a row): not supported")
+    groups = len(p.mask) // p.mask_group_num
+    length = 5 + p.num_classes
+    sides = []
+    for t, shape in enumerate(bottoms):
+        if len(shape) != 4 or shape[2] != shape[3]:
+            _shape_fail(layer, f"bottom {t} must be a square 4-D map (the fork reads its "
+                               f"width as both sides), found {list(shape)}")
+        if shape[1] != p.num_box * length:
+            _shape_fail(layer, f"bottom {t} needs num_box x (5 + num_classes) = "
+                               f"{p.num_box * length} channels, found {shape[1]}")
+        sides.append(shape[3])
+        for n in range(p.num_box):
+            if n + t * groups >= len(p.mask):
+                _shape_fail(layer, f"bottom {t} anchor {n} reads mask[{n + t * groups}]; "
+                                   f"mask has {len(p.mask)} values")
+            m = p.mask[n + t * groups]
+            if 2 * m + 1 >= len(p.biases):
+                _shape_fail(layer, f"mask value {m} needs biases[{2 * m + 1}]; biases has "
+                                   f"{len(p.biases)} values")
+    if len(p.anchors_scale) < len(bottoms):
+        _shape_fail(layer, f"anchors_scale needs one value per bottom ({len(bottoms)}), "
+                           f"found {len(p.anchors_scale)}")
+    return {"num_classes": p.num_classes, "num_box": p.num_box, "biases": list(p.biases),
+            "anchors_scale": list(p.anchors_scale)[:len(bottoms)], "mask": list(p.mask),
+            "sides": sides, "mask_group_num": p.mask_group_num,
+            "confidence_threshold": p.confidence_threshold,
+            "nms_threshold": p.nms_threshold}
+
+
+def _yolov3_shape(layer, bottoms):
+    cfg = _yolov3_config(layer, bottoms)
+    rows = sum(s * s for s in cfg["sides"]) * cfg["num_box"]
+    return [(bottoms[0][0], rows, 7)], []
+
+
+@register_converter("Yolov3DetectionOutput", shape=_yolov3_shape)
+def yolov3_detection_output(ctx):
+    """(batch, rows, 7) per image, rows as SSD's DetectionOutput; unused rows -1."""
+    from ..layers.detect import Yolov3DetectionOutput
+
+    cfg = _yolov3_config(ctx.layer, ctx.in_shapes)
+    layer = Yolov3DetectionOutput(**cfg, name=ctx.name)
+    return [ctx.add(layer, list(ctx.inputs))]

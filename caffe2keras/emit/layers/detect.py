@@ -501,3 +501,131 @@ class Proposal(keras.layers.Layer):
                 "ratios": self.ratios, "scales": self.scales,
                 "pre_nms_topn": self.pre_nms_topn, "post_nms_topn": self.post_nms_topn,
                 "nms_thresh": self.nms_thresh}
+
+
+# ---------------------------------------------------------------- Yolov3DetectionOutput
+
+@keras.saving.register_keras_serializable(package="caffe2keras")
+class Yolov3DetectionOutput(keras.layers.Layer):
+    """MobileNet-YOLO's YOLOv3 head (eric612/MobileNet-YOLO,
+    src/caffe/layers/yolov3_detection_output_layer.cpp Forward_cpu, commit c93a7e6).
+
+    Inputs: one map per scale, NHWC (N, side, side, num_box * (5 + classes)), channel
+    n * (5 + classes) + (x, y, w, h, objectness, class logits...). Box of anchor n in
+    cell (row, col): x = (col + sigmoid) / side, y likewise, w = exp(tw) * biases[2m] /
+    (side * anchors_scale), h with biases[2m + 1], m = mask[n + offset of the map]. Each
+    class scoring sigmoid(class) * sigmoid(objectness) above ``confidence_threshold`` is a
+    candidate; candidates are sorted by score and NMS runs across classes (suppress at
+    IoU >= ``nms_threshold``). The fork's candidates of one box are all suppressed by its
+    best class, so this takes each box's best class and runs NMS over boxes.
+
+    Output (N, rows, 7), rows = every box (sum of side^2 * num_box): valid rows are the
+    fork's (image, label = class + 1, score, xmin, ymin, xmax, ymax), best first, the rest
+    -1. The fork merges all images of a batch into one list with image id 0 (only batch 1
+    means anything there); here each image gets its own block. Equal scores keep box
+    order (the fork's std::sort leaves it unspecified).
+    """
+
+    def __init__(self, num_classes, num_box, biases, anchors_scale, mask, sides,
+                 mask_group_num=2, confidence_threshold=0.01, nms_threshold=0.45,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.num_box = int(num_box)
+        self.biases = [float(b) for b in biases]
+        self.anchors_scale = [int(s) for s in anchors_scale]
+        self.mask = [int(m) for m in mask]
+        self.sides = [int(s) for s in sides]
+        self.mask_group_num = int(mask_group_num)
+        self.confidence_threshold = float(confidence_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.rows = sum(s * s for s in self.sides) * self.num_box
+        self._jitted = None
+
+    def call(self, inputs):
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        backend = keras.config.backend()
+        if backend in ("jax", "tensorflow") and _has_value(inputs[0]):
+            if self._jitted is None:
+                if backend == "jax":
+                    import jax
+                    self._jitted = jax.jit(self._detect)
+                else:
+                    import tensorflow as tf
+                    self._jitted = tf.function(self._detect, reduce_retracing=True)
+            return self._jitted(inputs)
+        return self._detect(inputs)
+
+    def _boxes(self, t, x):
+        """Boxes (N, side^2 * num_box, 4) as (x, y, w, h) and class scores."""
+        side, nb, c = self.sides[t], self.num_box, self.num_classes
+        groups = len(self.mask) // self.mask_group_num
+        x = ops.reshape(ops.cast(x, "float32"), (-1, side * side, nb, 5 + c))
+        cell = np.arange(side * side)
+        col = (cell % side).astype(_F32)[None, :, None]
+        row = (cell // side).astype(_F32)[None, :, None]
+        ms = [self.mask[n + t * groups] for n in range(nb)]
+        bw = np.array([self.biases[2 * m] for m in ms], _F32)
+        bh = np.array([self.biases[2 * m + 1] for m in ms], _F32)
+        span = ops.full_like(x[..., 0], side * self.anchors_scale[t])
+        sides = ops.full_like(x[..., 0], side)
+        bx = divide(col + ops.sigmoid(x[..., 0]), sides)
+        by = divide(row + ops.sigmoid(x[..., 1]), sides)
+        w = divide(ops.exp(x[..., 2]) * bw, span)
+        h = divide(ops.exp(x[..., 3]) * bh, span)
+        scores = ops.sigmoid(x[..., 5:]) * ops.sigmoid(x[..., 4:5])
+        boxes = ops.stack([bx, by, w, h], -1)
+        return ops.reshape(boxes, (-1, side * side * nb, 4)), \
+            ops.reshape(scores, (-1, side * side * nb, c))
+
+    def _detect(self, inputs):
+        parts = [self._boxes(t, x) for t, x in enumerate(inputs)]
+        boxes = ops.concatenate([b for b, _ in parts], axis=1)         # (N, P, 4)
+        scores = ops.concatenate([s for _, s in parts], axis=1)        # (N, P, C)
+        best = ops.max(scores, axis=-1)
+        label = ops.cast(ops.argmax(scores, axis=-1), "float32") + 1.0
+        order = ops.argsort(-best, axis=-1)
+        best = ops.take_along_axis(best, order, axis=-1)
+        label = ops.take_along_axis(label, order, axis=-1)
+        boxes = ops.take_along_axis(boxes, order[..., None], axis=1)
+        valid = best > _F32(self.confidence_threshold)
+        # box_iou of the fork: centre/size boxes, overlaps in float32
+        x, y, w, h = (boxes[..., i] for i in range(4))
+        half_w, half_h = w / 2.0, h / 2.0
+
+        def overlap(c, half):
+            lo = ops.maximum((c - half)[..., :, None], (c - half)[..., None, :])
+            hi = ops.minimum((c + half)[..., :, None], (c + half)[..., None, :])
+            return hi - lo
+
+        ow, oh = overlap(x, half_w), overlap(y, half_h)
+        inter = ops.where(ops.logical_or(ow < 0, oh < 0), 0.0, ow * oh)
+        area = w * h
+        union = (area[..., :, None] + area[..., None, :]) - inter
+        iou = divide(inter, ops.where(union == 0, 1.0, union))
+        iou = ops.where(union == 0, np.nan, iou)        # 0 / 0 suppresses nothing
+        keep = greedy_nms(iou >= _F32(self.nms_threshold), valid)
+        sel, filled = _first_kept(keep, self.rows)
+        batch = ops.shape(best)[0]
+        image = ops.cast(ops.arange(batch), "float32")[:, None, None]
+        b = ops.take_along_axis(boxes, sel[..., None], axis=1)
+        bx, by, bw, bh = (b[..., i:i + 1] for i in range(4))
+        rows = ops.concatenate([
+            image + ops.zeros_like(bx),
+            ops.take_along_axis(label, sel, axis=-1)[..., None],
+            ops.take_along_axis(best, sel, axis=-1)[..., None],
+            bx - bw / 2.0, by - bh / 2.0, bx + bw / 2.0, by + bh / 2.0], axis=-1)
+        return ops.where(filled[..., None], rows, -1.0)
+
+    def compute_output_shape(self, input_shapes):
+        first = input_shapes[0] if isinstance(input_shapes[0], (list, tuple)) else \
+            input_shapes
+        return (first[0], self.rows, 7)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "num_box": self.num_box, "biases": self.biases,
+                "anchors_scale": self.anchors_scale, "mask": self.mask, "sides": self.sides,
+                "mask_group_num": self.mask_group_num,
+                "confidence_threshold": self.confidence_threshold,
+                "nms_threshold": self.nms_threshold}
