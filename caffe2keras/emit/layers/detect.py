@@ -562,11 +562,11 @@ class Yolov3DetectionOutput(keras.layers.Layer):
         groups = len(self.mask) // self.mask_group_num
         x = ops.reshape(ops.cast(x, "float32"), (-1, side * side, nb, 5 + c))
         cell = np.arange(side * side)
-        col = (cell % side).astype(_F32)[None, :, None]
-        row = (cell // side).astype(_F32)[None, :, None]
+        col = ops.convert_to_tensor((cell % side).astype(_F32)[None, :, None])
+        row = ops.convert_to_tensor((cell // side).astype(_F32)[None, :, None])
         ms = [self.mask[n + t * groups] for n in range(nb)]
-        bw = np.array([self.biases[2 * m] for m in ms], _F32)
-        bh = np.array([self.biases[2 * m + 1] for m in ms], _F32)
+        bw = ops.convert_to_tensor(np.array([self.biases[2 * m] for m in ms], _F32))
+        bh = ops.convert_to_tensor(np.array([self.biases[2 * m + 1] for m in ms], _F32))
         span = ops.full_like(x[..., 0], side * self.anchors_scale[t])
         sides = ops.full_like(x[..., 0], side)
         bx = divide(col + ops.sigmoid(x[..., 0]), sides)
