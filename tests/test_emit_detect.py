@@ -366,29 +366,7 @@ def yolov3_reference(bottoms, num_classes, num_box, biases, anchors_scale, mask,
                     score = F32(sig(flat[index + (5 + c) * stride]) * obj)
                     if score > F32(confidence_threshold):
                         preds.append((bx, by, bw, bh, c, score))
-    preds.sort(key=lambda p: -p[5])
-
-    def iou(a, b):
-        def overlap(c1, w1, c2, w2):
-            left = max(F32(c1 - F32(w1 / F32(2))), F32(c2 - F32(w2 / F32(2))))
-            right = min(F32(c1 + F32(w1 / F32(2))), F32(c2 + F32(w2 / F32(2))))
-            return F32(right - left)
-        w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
-        inter = F32(0) if w < 0 or h < 0 else F32(w * h)
-        union = F32(F32(F32(a[2] * a[3]) + F32(b[2] * b[3])) - inter)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return F32(inter / union)
-
-    dead = set()
-    for i in range(len(preds) - 1):
-        if i in dead:
-            continue
-        for j in range(i + 1, len(preds)):
-            if j not in dead and iou(preds[i], preds[j]) >= F32(nms_threshold):
-                dead.add(j)
-    rows = [(0, p[4] + 1, p[5], p[0] - p[2] / 2, p[1] - p[3] / 2, p[0] + p[2] / 2,
-             p[1] + p[3] / 2) for i, p in enumerate(preds) if i not in dead]
-    return np.array(rows, F32).reshape(-1, 7)
+    return _sorted_nms_rows(preds, nms_threshold)
 
 
 YOLO_SETTINGS = {"num_classes": 3, "num_box": 2,
@@ -468,3 +446,99 @@ def test_yolov3_net_converts_saves_and_loads(tmp_path):
     with pytest.raises(caffe2keras.CaffeFormatError, match="mask_group_num"):
         path.write_text(YOLO_NET.replace("mask_group_num: 2", "mask_group_num: 3"))
         load_graph(path)
+
+
+def yolo_v2_reference(bottoms, num_classes, num_box, biases, confidence_threshold,
+                      nms_threshold):
+    """eric612/MobileNet-YOLO yolo_detection_output_layer.cpp Forward_cpu (commit 092f8df)
+    for one image: per map, cell (row j, column i), box n: logistic x/y/objectness, a
+    softmax's best class (first of equal ones), kept at score >= threshold; then the
+    same sort and class-agnostic NMS as Yolov3DetectionOutput."""
+    def sig(v):
+        return F32(1.0 / (1.0 + np.exp(-np.float64(v))))
+
+    preds = []
+    for x in bottoms:
+        side = x.shape[3]
+        cells = x[0].transpose(1, 2, 0).reshape(side * side, num_box, -1)  # NHWC order
+        for s in range(side * side):
+            j, i = divmod(s, side)
+            for n in range(num_box):
+                v = cells[s, n]
+                bx = F32(F32(i + sig(v[0])) / F32(side))
+                by = F32(F32(j + sig(v[1])) / F32(side))
+                bw = F32(F32(np.exp(v[2]) * F32(biases[2 * n])) / F32(side))
+                bh = F32(F32(np.exp(v[3]) * F32(biases[2 * n + 1])) / F32(side))
+                logits = v[5:5 + num_classes]
+                e = np.exp(logits - logits.max()).astype(F32)
+                probs = e / e.sum(dtype=F32)
+                c = int(np.argmax(probs))
+                score = F32(sig(v[4]) * probs[c])
+                if score >= F32(confidence_threshold):
+                    preds.append((bx, by, bw, bh, c, score))
+    # reuse the v3 reference's sort, NMS and rows on these candidates
+    return _sorted_nms_rows(preds, nms_threshold)
+
+
+def _sorted_nms_rows(preds, nms_threshold):
+    preds = sorted(preds, key=lambda p: -p[5])
+
+    def iou(a, b):
+        def overlap(c1, w1, c2, w2):
+            left = max(F32(c1 - F32(w1 / F32(2))), F32(c2 - F32(w2 / F32(2))))
+            right = min(F32(c1 + F32(w1 / F32(2))), F32(c2 + F32(w2 / F32(2))))
+            return F32(right - left)
+        w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
+        inter = F32(0) if w < 0 or h < 0 else F32(w * h)
+        union = F32(F32(F32(a[2] * a[3]) + F32(b[2] * b[3])) - inter)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return F32(inter / union)
+
+    dead = set()
+    for i in range(len(preds) - 1):
+        if i in dead:
+            continue
+        for j in range(i + 1, len(preds)):
+            if j not in dead and iou(preds[i], preds[j]) >= F32(nms_threshold):
+                dead.add(j)
+    rows = [(0, p[4] + 1, p[5], p[0] - p[2] / 2, p[1] - p[3] / 2, p[0] + p[2] / 2,
+             p[1] + p[3] / 2) for i, p in enumerate(preds) if i not in dead]
+    return np.array(rows, F32).reshape(-1, 7)
+
+
+@pytest.mark.parametrize("seed,sides,thr", [(0, (5,), 0.45), (1, (3, 6), 0.3),
+                                            (2, (4,), 0.9)])
+def test_yolo_v2_detection_output_matches_the_reference(seed, sides, thr):
+    rng = np.random.default_rng(seed)
+    classes, boxes = 4, 3
+    biases = [1.08, 1.19, 3.42, 4.41, 6.63, 11.38]
+    bottoms = []
+    for side in sides:
+        x = rng.normal(0, 1.5, size=(1, boxes, 5 + classes, side, side)).astype(F32)
+        x[:, :, 4] += 1.0
+        bottoms.append(x.reshape(1, -1, side, side))
+    ref = yolo_v2_reference(bottoms, classes, boxes, biases, 0.2, thr)
+    assert len(ref) > 0
+    layer = detect.YoloDetectionOutput(classes, boxes, biases, sides=list(sides),
+                                       confidence_threshold=0.2, nms_threshold=thr)
+    got = _numpy(layer([to_keras_layout(b) for b in bottoms]))
+    assert got.shape == (1, sum(s * s for s in sides) * boxes, 7)
+    assert_blob_close(got[0, :len(ref)], ref, "yolo v2")
+    assert np.all(got[0, len(ref):] == -1)
+    again = detect.YoloDetectionOutput.from_config(layer.get_config())
+    np.testing.assert_array_equal(_numpy(again([to_keras_layout(b) for b in bottoms])), got)
+
+
+def test_yolo_v2_net_converts(tmp_path):
+    path = tmp_path / "yolo2.prototxt"
+    path.write_text("""
+input: "map" input_shape { dim: 1 dim: 18 dim: 5 dim: 5 }
+layer { name: "det" type: "YoloDetectionOutput" bottom: "map" top: "det"
+        yolo_detection_output_param { num_classes: 1 num_box: 3 confidence_threshold: 0.3
+          biases: 1 biases: 1 biases: 2 biases: 3 biases: 4 biases: 2 } }
+""")
+    assert load_graph(path).shape("det") == (1, 75, 7)
+    x = np.random.default_rng(3).normal(size=(1, 18, 5, 5)).astype(F32)
+    got = _numpy(_convert(path)({"map": to_keras_layout(x)})["det"])
+    ref = yolo_v2_reference([x], 1, 3, [1, 1, 2, 3, 4, 2], 0.3, 0.45)
+    assert_blob_close(got[0, :len(ref)], ref, "det")

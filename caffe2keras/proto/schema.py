@@ -180,6 +180,7 @@ message LayerParameter
   1173 region_param RegionParameter
   1174 proposal_param ProposalParameter
   1175 yolov3_detection_output_param Yolov3DetectionOutputParameter
+  1176 yolo_detection_output_param YoloDetectionOutputParameter
 
 message OpenParameter open
 
@@ -532,6 +533,16 @@ message ProposalParameter
   8 nms_thresh float = 0.7
 
 # eric612/MobileNet-YOLO
+message YoloDetectionOutputParameter
+  1 side uint32 = 13
+  2 num_classes uint32 = 20
+  3 num_box uint32 = 5
+  4 coords uint32 = 4
+  5 confidence_threshold float = 0.01
+  6 nms_threshold float = 0.45
+  7 biases float*
+  8 label_map_file string
+
 message Yolov3DetectionOutputParameter
   1 num_classes uint32 = 20
   2 num_box uint32 = 3

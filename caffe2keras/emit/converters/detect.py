@@ -258,3 +258,45 @@ def yolov3_detection_output(ctx):
     cfg = _yolov3_config(ctx.layer, ctx.in_shapes)
     layer = Yolov3DetectionOutput(**cfg, name=ctx.name)
     return [ctx.add(layer, list(ctx.inputs))]
+
+
+# ------------------------------------------------------------------ YoloDetectionOutput
+
+def _yolo_config(layer, bottoms):
+    p = layer.param("yolo_detection_output_param")
+    if not p.has("num_classes") or p.num_classes <= 0:
+        _shape_fail(layer, "yolo_detection_output_param needs num_classes > 0")
+    if len(bottoms) not in (1, 2):
+        _shape_fail(layer, f"YoloDetectionOutput reads one or two maps, found {len(bottoms)}")
+    if p.nms_threshold > 1:
+        _shape_fail(layer, f"nms_threshold {p.nms_threshold} > 1 switches NMS off: not "
+                           f"supported")
+    if len(p.biases) < 2 * p.num_box:
+        _shape_fail(layer, f"{p.num_box} boxes need {2 * p.num_box} biases, found "
+                           f"{len(p.biases)}")
+    sides = []
+    for t, shape in enumerate(bottoms):
+        if len(shape) != 4 or shape[2] != shape[3]:
+            _shape_fail(layer, f"bottom {t} must be a square 4-D map (the fork reads its "
+                               f"width as both sides), found {list(shape)}")
+        if p.num_box <= 0 or shape[1] % p.num_box or shape[1] // p.num_box < 5 + p.num_classes:
+            _shape_fail(layer, f"bottom {t} needs num_box x (>= 5 + num_classes) channels, "
+                               f"found {shape[1]} for {p.num_box} boxes")
+        sides.append(shape[3])
+    return {"num_classes": p.num_classes, "num_box": p.num_box, "biases": list(p.biases),
+            "sides": sides, "confidence_threshold": p.confidence_threshold,
+            "nms_threshold": p.nms_threshold}
+
+
+def _yolo_shape(layer, bottoms):
+    cfg = _yolo_config(layer, bottoms)
+    return [(bottoms[0][0], sum(s * s for s in cfg["sides"]) * cfg["num_box"], 7)], []
+
+
+@register_converter("YoloDetectionOutput", shape=_yolo_shape)
+def yolo_detection_output(ctx):
+    """(batch, rows, 7) per image, as Yolov3DetectionOutput."""
+    from ..layers.detect import YoloDetectionOutput
+
+    layer = YoloDetectionOutput(**_yolo_config(ctx.layer, ctx.in_shapes), name=ctx.name)
+    return [ctx.add(layer, list(ctx.inputs))]

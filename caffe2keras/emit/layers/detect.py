@@ -578,6 +578,9 @@ class Yolov3DetectionOutput(keras.layers.Layer):
         return ops.reshape(boxes, (-1, side * side * nb, 4)), \
             ops.reshape(scores, (-1, side * side * nb, c))
 
+    def _passes(self, score):
+        return score > _F32(self.confidence_threshold)
+
     def _detect(self, inputs):
         parts = [self._boxes(t, x) for t, x in enumerate(inputs)]
         boxes = ops.concatenate([b for b, _ in parts], axis=1)         # (N, P, 4)
@@ -588,7 +591,7 @@ class Yolov3DetectionOutput(keras.layers.Layer):
         best = ops.take_along_axis(best, order, axis=-1)
         label = ops.take_along_axis(label, order, axis=-1)
         boxes = ops.take_along_axis(boxes, order[..., None], axis=1)
-        valid = best > _F32(self.confidence_threshold)
+        valid = self._passes(best)
         # box_iou of the fork: centre/size boxes, overlaps in float32
         x, y, w, h = (boxes[..., i] for i in range(4))
         half_w, half_h = w / 2.0, h / 2.0
@@ -629,3 +632,54 @@ class Yolov3DetectionOutput(keras.layers.Layer):
                 "mask_group_num": self.mask_group_num,
                 "confidence_threshold": self.confidence_threshold,
                 "nms_threshold": self.nms_threshold}
+
+
+@keras.saving.register_keras_serializable(package="caffe2keras")
+class YoloDetectionOutput(Yolov3DetectionOutput):
+    """MobileNet-YOLO's YOLOv2 head (eric612/MobileNet-YOLO,
+    src/caffe/layers/yolo_detection_output_layer.cpp Forward_cpu, commit 092f8df): one or
+    two maps (N, side, side, num_box * (5 + classes)); box n of cell (row, col): x =
+    (col + sigmoid) / side, w = exp(tw) * biases[2n] / side (the same biases for both
+    maps); score = sigmoid(objectness) * the best class of a softmax, kept when
+    >= ``confidence_threshold``; then Yolov3DetectionOutput's sort, class-agnostic NMS
+    and rows (see there for the layout and the per-image blocks)."""
+
+    def __init__(self, num_classes, num_box, biases, sides, confidence_threshold=0.01,
+                 nms_threshold=0.45, **kwargs):
+        kwargs.pop("anchors_scale", None)
+        kwargs.pop("mask", None)
+        kwargs.pop("mask_group_num", None)
+        super().__init__(num_classes, num_box, biases, anchors_scale=[1] * len(sides),
+                         mask=list(range(num_box)) * len(sides), sides=sides,
+                         mask_group_num=len(sides),
+                         confidence_threshold=confidence_threshold,
+                         nms_threshold=nms_threshold, **kwargs)
+
+    def _passes(self, score):
+        return score >= _F32(self.confidence_threshold)
+
+    def _boxes(self, t, x):
+        side, nb, c = self.sides[t], self.num_box, self.num_classes
+        x = ops.cast(x, "float32")
+        x = ops.reshape(x, (-1, side * side, nb, x.shape[-1] // nb))[..., :5 + c]
+        cell = np.arange(side * side)
+        col = ops.convert_to_tensor((cell % side).astype(_F32)[None, :, None])
+        row = ops.convert_to_tensor((cell // side).astype(_F32)[None, :, None])
+        bw = ops.convert_to_tensor(np.array(self.biases[0:2 * nb:2], _F32))
+        bh = ops.convert_to_tensor(np.array(self.biases[1:2 * nb:2], _F32))
+        sides = ops.full_like(x[..., 0], side)
+        bx = divide(col + ops.sigmoid(x[..., 0]), sides)
+        by = divide(row + ops.sigmoid(x[..., 1]), sides)
+        w = divide(ops.exp(x[..., 2]) * bw, sides)
+        h = divide(ops.exp(x[..., 3]) * bh, sides)
+        logits = x[..., 5:]
+        probs = ops.ones_like(logits) if c == 1 else ops.softmax(logits, axis=-1)
+        scores = probs * ops.sigmoid(x[..., 4:5])
+        return (ops.reshape(ops.stack([bx, by, w, h], -1), (-1, side * side * nb, 4)),
+                ops.reshape(scores, (-1, side * side * nb, c)))
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("anchors_scale", "mask", "mask_group_num"):
+            config.pop(key)
+        return config
