@@ -64,6 +64,36 @@ def _shift_max(x, step, axis):
     return ops.maximum(x, ops.take(x, idx, axis=axis))
 
 
+def _has_value(x):
+    """True when ``x`` is a concrete (eager) tensor, False while jax/tensorflow trace."""
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.executing_eagerly()
+    return True
+
+
+def _compiled(layer, fn, *args):
+    """Run ``fn(*args)`` as one compiled function when called eagerly on jax or
+    tensorflow (hundreds of small ops otherwise dispatch one by one); traced calls, and
+    torch, run it as is."""
+    backend = keras.config.backend()
+    if backend not in ("jax", "tensorflow") or not _has_value(args[0]):
+        return fn(*args)
+    cache = layer.__dict__.setdefault("_compiled_fns", {})
+    if fn.__name__ not in cache:
+        if backend == "jax":
+            import jax
+            cache[fn.__name__] = jax.jit(fn)
+        else:
+            import tensorflow as tf
+            cache[fn.__name__] = tf.function(fn, reduce_retracing=True)
+    return cache[fn.__name__](*args)
+
+
 def _roi_rows(rois, batch):
     """(R, 5) rois -> image index (int32, clipped into the batch) and a valid mask."""
     rois = ops.cast(ops.reshape(rois, (-1, 5)), "float32")
@@ -103,7 +133,9 @@ class ROIPooling(keras.layers.Layer):
         return ops.clip(lo, 0, size), ops.clip(hi, 0, size)
 
     def call(self, inputs):
-        feat, rois = inputs
+        return _compiled(self, self._pool, *inputs)
+
+    def _pool(self, feat, rois):
         n = ops.shape(feat)[0]
         h, w, c = feat.shape[1], feat.shape[2], feat.shape[3]
         rois, index, valid = _roi_rows(rois, n)
@@ -184,7 +216,9 @@ class PSROIPooling(keras.layers.Layer):
         return ops.clip(lo, 0, size), ops.clip(hi, 0, size)
 
     def call(self, inputs):
-        feat, rois = inputs
+        return _compiled(self, self._pool, *inputs)
+
+    def _pool(self, feat, rois):
         n = ops.shape(feat)[0]
         h, w = feat.shape[1], feat.shape[2]
         g, d = self.group_size, self.output_dim
@@ -302,18 +336,6 @@ class Region(keras.layers.Layer):
 
 # ------------------------------------------------------------------- greedy NMS, shared
 
-def _has_value(x):
-    """True when ``x`` is a concrete (eager) tensor, False while jax/tensorflow trace."""
-    backend = keras.config.backend()
-    if backend == "jax":
-        import jax
-        return not isinstance(x, jax.core.Tracer)
-    if backend == "tensorflow":
-        import tensorflow as tf
-        return tf.executing_eagerly()
-    return True
-
-
 def greedy_nms(suppresses, valid):
     """Greedy NMS over candidates in rank order: candidate i is kept iff it is valid and no
     kept candidate ranked before it suppresses it. ``suppresses`` (..., K, K) is True
@@ -408,22 +430,9 @@ class Proposal(keras.layers.Layer):
         self.post_nms_topn = int(post_nms_topn)
         self.nms_thresh = float(nms_thresh)
         self.anchors = proposal_anchors(self.base_size, self.ratios, self.scales)
-        self._jitted = None
 
     def call(self, inputs):
-        scores, deltas, im_info = inputs
-        backend = keras.config.backend()
-        if backend in ("jax", "tensorflow") and _has_value(scores):
-            # eager: one compiled function instead of many small dispatches
-            if self._jitted is None:
-                if backend == "jax":
-                    import jax
-                    self._jitted = jax.jit(self._propose)
-                else:
-                    import tensorflow as tf
-                    self._jitted = tf.function(self._propose, reduce_retracing=True)
-            return self._jitted(scores, deltas, im_info)
-        return self._propose(scores, deltas, im_info)
+        return _compiled(self, self._propose, *inputs)
 
     def _propose(self, scores, deltas, im_info):
         scores, deltas, im_info = (ops.cast(t, "float32") for t in (scores, deltas, im_info))
@@ -540,21 +549,10 @@ class Yolov3DetectionOutput(keras.layers.Layer):
         self.confidence_threshold = float(confidence_threshold)
         self.nms_threshold = float(nms_threshold)
         self.rows = sum(s * s for s in self.sides) * self.num_box
-        self._jitted = None
 
     def call(self, inputs):
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        backend = keras.config.backend()
-        if backend in ("jax", "tensorflow") and _has_value(inputs[0]):
-            if self._jitted is None:
-                if backend == "jax":
-                    import jax
-                    self._jitted = jax.jit(self._detect)
-                else:
-                    import tensorflow as tf
-                    self._jitted = tf.function(self._detect, reduce_retracing=True)
-            return self._jitted(inputs)
-        return self._detect(inputs)
+        return _compiled(self, self._detect, *inputs)
 
     def _boxes(self, t, x):
         """Boxes (N, side^2 * num_box, 4) as (x, y, w, h) and class scores."""
@@ -581,7 +579,7 @@ class Yolov3DetectionOutput(keras.layers.Layer):
     def _passes(self, score):
         return score > _F32(self.confidence_threshold)
 
-    def _detect(self, inputs):
+    def _detect(self, *inputs):
         parts = [self._boxes(t, x) for t, x in enumerate(inputs)]
         boxes = ops.concatenate([b for b, _ in parts], axis=1)         # (N, P, 4)
         scores = ops.concatenate([s for _, s in parts], axis=1)        # (N, P, C)
