@@ -1,6 +1,7 @@
 """Detection heads of Caffe forks (emit/layers/detect.py) against loop-for-loop numpy ports
 of each fork's C++ (cited per reference), and, where the Caffe build of ../shared/tools has
 the layer (Proposal), against real Caffe goldens (tests/fixtures/fork_goldens/proposal)."""
+import importlib.util
 import math
 import warnings
 from pathlib import Path
@@ -542,3 +543,32 @@ layer { name: "det" type: "YoloDetectionOutput" bottom: "map" top: "det"
     got = _numpy(_convert(path)({"map": to_keras_layout(x)})["det"])
     ref = yolo_v2_reference([x], 1, 3, [1, 1, 2, 3, 4, 2], 0.3, 0.45)
     assert_blob_close(got[0, :len(ref)], ref, "det")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def test_divide_rounds_like_cpp():
+    """XLA on CPU divides vectors through a reciprocal (7 / 3 * 3 gives 7.0000005);
+    bin edges need C++'s correctly rounded float32 quotient."""
+    rng = np.random.default_rng(0)
+    a = np.concatenate([np.arange(1, 4000), rng.uniform(-1e4, 1e4, 4000)]).astype(F32)
+    for b in (3, 7, 6, 49, 0.1, 13.7):
+        got = _numpy(detect.divide(keras.ops.convert_to_tensor(a),
+                                   keras.ops.full_like(a, b)))
+        np.testing.assert_array_equal(got, a / F32(b), err_msg=str(b))
+
+
+def test_detect_heads_codegen_builds_the_same_model(detect_net, tmp_path):
+    from caffe2keras.codegen import write_python
+
+    path, data, rois = detect_net
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = write_python(path, tmp_path / "detect_model.py", outputs=["roi", "reorg"])
+    spec = importlib.util.spec_from_file_location("detect_model", tmp_path / "detect_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = module.build_model()
+    feed = {"data": to_keras_layout(data), "rois": rois}
+    for blob in ("roi", "reorg"):
+        np.testing.assert_array_equal(_numpy(built(feed)[blob]), _numpy(model(feed)[blob]))
