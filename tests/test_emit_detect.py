@@ -572,3 +572,19 @@ def test_detect_heads_codegen_builds_the_same_model(detect_net, tmp_path):
     feed = {"data": to_keras_layout(data), "rois": rois}
     for blob in ("roi", "reorg"):
         np.testing.assert_array_equal(_numpy(built(feed)[blob]), _numpy(model(feed)[blob]))
+
+
+def test_verify_compares_the_valid_proposal_rows(proposal_case):
+    """`verify` against Caffe's stacked rows: the padded -1 rows are left out."""
+    from caffe2keras.verify import compare
+
+    deploy, model, feed, outputs = proposal_case
+    ours = {k: _numpy(v) for k, v in model(feed).items()}
+    checks = {c.blob: c for c in compare(load_graph(deploy), ours, dict(outputs))}
+    for name in PROPOSALS:
+        for blob in (name, f"{name}_scores"):
+            assert checks[blob].status == "ok", (blob, checks[blob].note)
+    broken = dict(outputs)
+    broken["prop_main"] = outputs["prop_main"][:-1]
+    assert {c.blob: c for c in compare(load_graph(deploy), ours, broken)}[
+        "prop_main"].status == "FAIL"
