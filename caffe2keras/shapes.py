@@ -709,7 +709,3 @@ def infer(layer, bottoms):
         _fail(layer, f"{layer.type} gives {len(tops)} tops here, but the layer lists "
                      f"{len(layer.tops)}")
     return tops, params
-
-
-# Fork detection heads keep their shape functions beside their converters (Keras-free).
-from .emit.converters import detect as _detect  # noqa: F401
