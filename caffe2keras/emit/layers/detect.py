@@ -94,6 +94,19 @@ def _compiled(layer, fn, *args):
     return cache[fn.__name__](*args)
 
 
+def stable_argsort(x):
+    """argsort along the last axis keeping equal values in index order (Keras's argsort is
+    stable on jax only)."""
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.argsort(x, axis=-1, stable=True)
+    if backend == "torch":
+        import torch
+        return torch.argsort(x, dim=-1, stable=True)
+    return ops.argsort(x, axis=-1)
+
+
 def _roi_rows(rois, batch):
     """(R, 5) rois -> image index (int32, clipped into the batch) and a valid mask."""
     rois = ops.cast(ops.reshape(rois, (-1, 5)), "float32")
@@ -468,7 +481,7 @@ class Proposal(keras.layers.Layer):
                               y2 - y1 + 1.0 >= _F32(self.min_size))
         score = ops.cast(big, "float32") * fg
         # best k, equal scores by anchor index
-        order = ops.argsort(-score, axis=-1)[:, :k]
+        order = stable_argsort(-score)[:, :k]
         s = ops.take_along_axis(score, order, axis=-1)               # (N, K)
         bx = ops.stack([ops.take_along_axis(v, order, axis=-1) for v in (x1, y1, x2, y2)],
                        -1)                                           # (N, K, 4)
@@ -585,7 +598,7 @@ class Yolov3DetectionOutput(keras.layers.Layer):
         scores = ops.concatenate([s for _, s in parts], axis=1)        # (N, P, C)
         best = ops.max(scores, axis=-1)
         label = ops.cast(ops.argmax(scores, axis=-1), "float32") + 1.0
-        order = ops.argsort(-best, axis=-1)
+        order = stable_argsort(-best)
         best = ops.take_along_axis(best, order, axis=-1)
         label = ops.take_along_axis(label, order, axis=-1)
         boxes = ops.take_along_axis(boxes, order[..., None], axis=1)
