@@ -590,3 +590,49 @@ def test_verify_compares_the_valid_proposal_rows(proposal_case):
     broken["prop_main"] = outputs["prop_main"][:-1]
     assert {c.blob: c for c in compare(load_graph(deploy), ours, broken)}[
         "prop_main"].status == "FAIL"
+
+
+FASTER_RCNN = """
+name: "tiny_faster_rcnn"
+input: "data" input_shape { dim: 1 dim: 3 dim: 64 dim: 80 }
+input: "im_info" input_shape { dim: 1 dim: 3 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 8 kernel_size: 3 stride: 16 pad: 1 } }
+layer { name: "rpn_cls" type: "Convolution" bottom: "conv" top: "rpn_cls"
+        convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "rpn_cls_reshape" type: "Reshape" bottom: "rpn_cls" top: "rpn_cls_reshape"
+        reshape_param { shape { dim: 0 dim: 2 dim: -1 dim: 0 } } }
+layer { name: "rpn_prob" type: "Softmax" bottom: "rpn_cls_reshape" top: "rpn_prob" }
+layer { name: "rpn_prob_reshape" type: "Reshape" bottom: "rpn_prob" top: "rpn_prob_reshape"
+        reshape_param { shape { dim: 0 dim: 4 dim: -1 dim: 0 } } }
+layer { name: "rpn_bbox" type: "Convolution" bottom: "conv" top: "rpn_bbox"
+        convolution_param { num_output: 8 kernel_size: 1 } }
+layer { name: "proposal" type: "Proposal" bottom: "rpn_prob_reshape" bottom: "rpn_bbox"
+        bottom: "im_info" top: "rois"
+        proposal_param { feat_stride: 16 ratio: 1 scale: 32 scale: 64 min_size: 4
+                         pre_nms_topn: 30 post_nms_topn: 12 nms_thresh: 0.5 } }
+layer { name: "roi_pool" type: "ROIPooling" bottom: "conv" bottom: "rois" top: "pool"
+        roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.0625 } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc"
+        inner_product_param { num_output: 3 } }
+layer { name: "cls_prob" type: "Softmax" bottom: "fc" top: "cls_prob" }
+"""
+
+
+def test_a_faster_rcnn_chain_converts_and_runs(tmp_path):
+    """Proposal -> ROIPooling -> InnerProduct: the ROI axis is the batch from there on;
+    padded ROI rows pool to zeros (the fc then gives its bias)."""
+    path = tmp_path / "frcnn.prototxt"
+    path.write_text(FASTER_RCNN)
+    assert load_graph(path).shape("cls_prob") == (12, 3)
+    model = _convert(path, outputs="all", seed=0)
+    image = np.random.default_rng(1).normal(size=(1, 64, 80, 3)).astype(F32)
+    got = model({"data": image, "im_info": np.array([[64, 80, 1]], F32)})
+    rois, pool = _numpy(got["rois"]), _numpy(got["pool"])
+    assert rois.shape == (12, 5) and pool.shape == (12, 2, 2, 8)
+    assert _numpy(got["cls_prob"]).shape == (12, 3)
+    ref = roi_pooling_reference(to_caffe_layout(_numpy(got["conv"])),
+                                rois[rois[:, 0] >= 0], 2, 2, 1 / 16)
+    valid = rois[:, 0] >= 0
+    np.testing.assert_array_equal(to_caffe_layout(pool[valid]), ref)
+    assert np.all(pool[~valid] == 0)
