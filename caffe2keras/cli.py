@@ -9,7 +9,7 @@ import sys
 import warnings
 
 from . import __version__
-from .errors import CaffeFormatError, CaffeWarning
+from .errors import CaffeFormatError, CaffeWarning, NameNotFoundError
 
 COMMANDS = ["inspect", "convert", "weights", "predict", "codegen", "verify", "dump_reference", "mean"]
 
@@ -40,8 +40,8 @@ def main(argv=None) -> int:
         return modules[args.command].run(args)
     except CaffeFormatError as e:
         return _fail(e)
-    except KeyError as e:  # unknown blob names and the like, raised with a full sentence
-        return _fail(e.args[0] if e.args else e)
+    except NameNotFoundError as e:  # unknown blob names and the like: a full sentence
+        return _fail(e)
     except BrokenPipeError:  # `caffe2keras inspect ... | head`: the reader left; so do we
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -54,6 +54,19 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("caffe2keras: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # noqa: BLE001 - InternalError and anything unexpected: a bug
+        return _bug()
+
+
+def _bug() -> int:
+    """A bug, not the user's input: the traceback, and where to report it. Exit status 70
+    (EX_SOFTWARE), so scripts can tell it from a user error (1)."""
+    import traceback
+
+    traceback.print_exc()
+    print(f"caffe2keras: internal error (a bug in caffe2keras {__version__}, not in your "
+          f"files); please report it with the traceback above", file=sys.stderr)
+    return 70
 
 
 def _fail(message) -> int:

@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 
 from .errors import CaffeFormatError
+from .keras_compat import is_symbolic, producer
+from .keras_graph import model_nodes
 
 RESERVED = {"keras", "os", "model", "build_model", "weights", "WEIGHTS", "inputs", "outputs",
             "print", "len", "input", "list", "dict", "type", "id", "max", "min", "sum", "map",
@@ -95,67 +97,6 @@ def identifier(name: str, used: set) -> str:
 
 
 # --- walking the model -----------------------------------------------------------------
-
-def model_nodes(model, order=None):
-    """The Keras call nodes of ``model`` (a layer shared with another model has nodes of
-    that model too), in an order where every node follows the nodes it reads from: by
-    ``order`` ({layer name: sort key}, e.g. the prototxt's order) where given, else the
-    model's own layer order."""
-    from keras import tree
-
-    outputs = tree.flatten(model.output)
-    inputs = {id(t) for t in tree.flatten(model.input)}
-    seen, stack = {}, list(outputs)
-    while stack:
-        t = stack.pop()
-        if id(t) in inputs:
-            continue
-        op, index, _ = t._keras_history
-        node = op._inbound_nodes[index]
-        if id(node) in seen:
-            continue
-        seen[id(node)] = node
-        stack.extend(node.arguments.keras_tensors)
-    order = order or {}
-    rank = {id(layer): (order.get(layer.name, len(order)), i)
-            for i, layer in enumerate(model.layers)}
-    pending = sorted(seen.values(), key=lambda n: (rank.get(id(n.operation), (len(order), 0)),
-                                                   n.operation._inbound_nodes.index(n)))
-    done = set(inputs)
-    ordered = []
-    while pending:
-        for i, node in enumerate(pending):
-            if all(id(t) in done for t in node.arguments.keras_tensors):
-                ordered.append(node)
-                done.update(id(t) for t in node.outputs)
-                del pending[i]
-                break
-        else:
-            raise ValueError("the model's graph has a cycle or reads tensors from outside it")
-    return ordered
-
-
-def replay(model, inputs):
-    """Call ``model``'s layers on new symbolic ``inputs`` (same structure as model.input):
-    its outputs in the same structure, built from the very same layer objects. Unlike
-    ``model(inputs)`` this nests nothing and adds no conversion ops, so a model built on
-    the result is one flat graph."""
-    from keras import tree
-
-    values = {id(old): new for old, new in zip(tree.flatten(model.input),
-                                              tree.flatten(inputs))}
-
-    def fill(x):
-        return values[id(x)] if hasattr(x, "_keras_history") and id(x) in values else x
-
-    for node in model_nodes(model):
-        args = tree.map_structure(fill, node.arguments.args)
-        kwargs = tree.map_structure(fill, node.arguments.kwargs)
-        outs = tree.flatten(node.operation(*args, **kwargs))
-        for old, new in zip(node.outputs, outs):
-            values[id(old)] = new
-    return tree.map_structure(lambda t: values[id(t)], model.output)
-
 
 def _class_ref(layer, imports):
     """How the generated code names ``layer``'s class; records imports it needs."""
@@ -240,7 +181,7 @@ def _same(a, b):
 def _call_arguments(node, names):
     """Source for the arguments of a layer call, tensors replaced by their variables."""
     def render(v):
-        if hasattr(v, "_keras_history") and id(v) in names:
+        if is_symbolic(v) and id(v) in names:
             return names[id(v)]
         if isinstance(v, (list, tuple)):
             inner = ", ".join(render(x) for x in v)
@@ -309,7 +250,7 @@ def generate_source(model, weights_file=None, caffe_names=None, title=None,
     input_items = list(input_struct.items()) if isinstance(input_struct, dict) else \
         [(None, t) for t in tree.flatten(input_struct)]
     for _, tensor in input_items:
-        layer = tensor._keras_history.operation
+        layer = producer(tensor)
         var = identifier(layer.name, used)
         names[id(tensor)] = var
         args = [f"shape={literal(tuple(tensor.shape[1:]))}", f"name={literal(layer.name)}"]
@@ -427,7 +368,7 @@ def _layer_order(model, steps):
     (``<step>_pad``...) go with their step, preprocessing layers first."""
     from keras import tree
 
-    inputs = {t._keras_history.operation.name for t in tree.flatten(model.input)}
+    inputs = {producer(t).name for t in tree.flatten(model.input)}
     order = {}
     for layer in model.layers:
         name = layer.name

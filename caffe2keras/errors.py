@@ -45,3 +45,17 @@ class CaffeWarning(UserWarning):
 
 class UnsupportedLayerError(CaffeFormatError):
     """The net has layer types the converter cannot handle (all are listed)."""
+
+
+class InternalError(RuntimeError):
+    """A broken invariant inside caffe2keras: a bug, not a problem with the user's files.
+    The CLI reports it with a traceback and asks for a bug report."""
+
+
+class NameNotFoundError(KeyError):
+    """A name the user gave (an output blob, a model input) does not exist; the message
+    is a full sentence listing what does. A KeyError for the API's sake, a one-line
+    user error for the CLI (unlike any other KeyError, which is a bug)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

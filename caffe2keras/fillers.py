@@ -1,9 +1,10 @@
 """Fresh weights for a net without a caffemodel, drawn as Caffe's fillers would.
 
 A layer's blobs start from the fillers its prototxt names (weight_filler, bias_filler,
-Scale's filler, PReLU's filler, Normalize's scale_filler...). Where the prototxt names
-none, Caffe would start from zeros (its default "constant" filler), which cannot train;
-weights then take Keras's default (Glorot uniform, which is Caffe's xavier filler with
+Scale's filler, PReLU's filler, Normalize's scale_filler...): which fields, and what each
+blob starts as without one, are the ``fillers`` of the type's record (emit/registry.py).
+Where the prototxt names none, Caffe would start from zeros (its default "constant"
+filler), which cannot train; weights then take Keras's default (Glorot uniform, which is Caffe's xavier filler with
 variance_norm AVERAGE) and biases zero.
 
 Drawn with numpy in Caffe's blob layout, then converted by the same weights functions as
@@ -18,25 +19,6 @@ import numpy as np
 
 from .errors import CaffeFormatError
 from .proto.message import Message
-
-# Caffe type -> (param message, names of the filler fields for blobs 0, 1, ...)
-_FILLED = {
-    "Convolution": ("convolution_param", ("weight_filler", "bias_filler")),
-    "DepthwiseConvolution": ("convolution_param", ("weight_filler", "bias_filler")),
-    "ConvolutionDepthwise": ("convolution_param", ("weight_filler", "bias_filler")),
-    "Deconvolution": ("convolution_param", ("weight_filler", "bias_filler")),
-    "InnerProduct": ("inner_product_param", ("weight_filler", "bias_filler")),
-    "Embed": ("embed_param", ("weight_filler", "bias_filler")),
-    "Scale": ("scale_param", ("filler", "bias_filler")),
-    "Bias": ("bias_param", ("filler",)),
-    "PReLU": ("prelu_param", ("filler",)),
-    "Normalize": ("norm_param", ("scale_filler",)),
-}
-# what each blob starts as when its filler is not given (Caffe's own defaults where they
-# can train: Scale 1, PReLU 0.25, Normalize 1; see the module docstring otherwise)
-_UNSET = {
-    "Scale": ("one", "zero"), "Bias": ("zero",), "PReLU": ("prelu",), "Normalize": ("one",),
-}
 
 
 def _fans(shape):
@@ -110,16 +92,17 @@ def _default(kind, shape, rng):
 
 def fresh_blobs(layer, param_shapes, rng: np.random.Generator):
     """Blobs (Caffe layout) for a layer without weights, or None to leave its Keras
-    layers to their own initializers (types this table does not know)."""
-    if layer.type == "BatchNorm":  # mean 0, variance 1, scale factor 1: Keras's start
-        c = param_shapes[0]
-        return [np.zeros(c, np.float32), np.ones(c, np.float32), np.ones((1,), np.float32)]
-    spec = _FILLED.get(layer.type)
+    layers to their own initializers (types whose record names no fillers)."""
+    from .emit.registry import layer_type
+
+    rec = layer_type(layer.type)
+    spec = None if rec is None else rec.fillers
     if spec is None:
         return None
-    message, fields = spec
-    p = layer.param(message)
-    unset = _UNSET.get(layer.type, ("glorot", "zero"))
+    if callable(spec):
+        return spec(layer, param_shapes, rng)
+    p = layer.param(spec.param)
+    fields, unset = spec.fields, spec.unset
     blobs = []
     for i, shape in enumerate(param_shapes):
         field = fields[i] if i < len(fields) else None

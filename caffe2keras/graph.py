@@ -11,9 +11,10 @@ import warnings
 from dataclasses import dataclass, field
 
 from .caffemodel import CaffeModel, load_caffemodel
+from .emit.registry import SHAPE_FUNCTIONS
 from .errors import CaffeFormatError, CaffeWarning
 from .net import MAX_AXES, MAX_COUNT, Layer, Net, load_net
-from .shapes import SHAPE_FUNCTIONS, ShapeError, infer
+from .shapes import ShapeError, infer
 
 # Types with no computation of their own that the graph handles.
 STRUCTURAL = {"Input", "DummyData"}

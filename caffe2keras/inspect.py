@@ -7,7 +7,6 @@ import os
 import re
 
 from .graph import Graph
-from .support import supported_types
 
 
 def _shape(s):
@@ -19,9 +18,12 @@ def _shape(s):
 
 def describe(graph: Graph) -> dict:
     """Everything inspect reports, as plain data."""
-    supported = supported_types()
-    unsupported = [{"layer": n.name, "type": n.type} for n in graph.nodes
-                   if n.type not in supported]
+    from .emit.plan import unsupported_layers
+
+    bad = unsupported_layers(graph)
+    unsupported = [{"layer": n.name, "type": n.type, **({"reason": why} if why else {})}
+                   for n, why in bad]
+    refused = {id(n) for n, _ in bad}
     layers, total, weighted = [], 0, 0
     for n in graph.nodes:
         pshapes = [tuple(b.shape) for b in n.layer.blobs] if n.layer.blobs else \
@@ -34,7 +36,7 @@ def describe(graph: Graph) -> dict:
             "tops": list(n.layer.tops),
             "top_shapes": [_caffe_shape(graph, n, v) for v in n.outputs],
             "param_shapes": [list(s) for s in pshapes], "param_count": count,
-            "supported": n.type in supported,
+            "supported": id(n) not in refused,
         }
         if n.type == "DetectionOutput" and graph.values[n.outputs[0]].shape:
             rows = graph.values[n.outputs[0]].shape[1]
@@ -94,12 +96,17 @@ def format_table(info: dict) -> str:
     src = info["prototxt"] + (f" + {info['weights']} ({_mb(info['weights_bytes'])})"
                               if info["weights"] else " (no weights)")
     out.append(f'Net "{info["name"] or "(unnamed)"}", {info["format"]} format: {src}')
-    if info["unsupported"]:
-        types = sorted({u["type"] for u in info["unsupported"]})
-        out.append(f"UNSUPPORTED: {len(info['unsupported'])} layer(s) of type "
-                   f"{', '.join(types)}: "
-                   + ", ".join(f"{u['layer']} ({u['type']})" for u in info["unsupported"]))
-    else:
+    by_type = [u for u in info["unsupported"] if "reason" not in u]
+    by_setting = [u for u in info["unsupported"] if "reason" in u]
+    if by_type:
+        types = sorted({u["type"] for u in by_type})
+        out.append(f"UNSUPPORTED: {len(by_type)} layer(s) of type {', '.join(types)}: "
+                   + ", ".join(f"{u['layer']} ({u['type']})" for u in by_type))
+    if by_setting:
+        out.append(f"UNSUPPORTED: {len(by_setting)} layer(s) with unsupported settings: "
+                   + "; ".join(f"{u['layer']} ({u['type']}): {u['reason']}"
+                               for u in by_setting))
+    if not info["unsupported"]:
         out.append("Unsupported layers: none (every layer converts)")
     out.append("Inputs: " + ", ".join(f"{b} {_shape(s)}" for b, s in info["inputs"].items()))
     if info["dropped"]:

@@ -1,7 +1,6 @@
 """The public API: convert(), outputs, naming, fresh weights, saving, custom converters."""
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -16,21 +15,16 @@ from .shared import (
     assert_blob_close,
     conformance_files,
     model_files,
+    quiet_convert,
     to_caffe_layout,
     to_keras_layout,
     to_numpy,
 )
 
 
-def _convert(*args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(*args, **kwargs)
-
-
 def test_default_outputs_are_the_nets_outputs_keyed_by_blob_name():
     deploy, weights, inputs, outputs = model_files("mtcnn_det3")
-    model = _convert(deploy, weights)
+    model = quiet_convert(deploy, weights)
     golden = np.load(outputs)
     feed = np.load(inputs)
     got = model({"data": to_keras_layout(feed["data"])})
@@ -41,7 +35,7 @@ def test_default_outputs_are_the_nets_outputs_keyed_by_blob_name():
 
 def test_feature_extractor_outputs():
     deploy, weights, inputs, outputs = model_files("lenet_mnist_v2")
-    model = _convert(deploy, weights, outputs=["ip1", "pool2"])
+    model = quiet_convert(deploy, weights, outputs=["ip1", "pool2"])
     feed = np.load(inputs)
     got = model({"data": to_keras_layout(feed["data"])})
     assert sorted(got) == ["ip1", "pool2"]
@@ -53,11 +47,11 @@ def test_feature_extractor_outputs():
 def test_unknown_output_blob_is_named():
     deploy, weights, _, _ = model_files("lenet_mnist_v2")
     with pytest.raises(KeyError, match="fc7"):
-        _convert(deploy, weights, outputs=["fc7"])
+        quiet_convert(deploy, weights, outputs=["fc7"])
 
 
 def test_fresh_weights_build_and_run_with_odd_blob_names():
-    model = _convert(PROTOTXT_ONLY / "bvlc_googlenet_deploy.prototxt", None,
+    model = quiet_convert(PROTOTXT_ONLY / "bvlc_googlenet_deploy.prototxt", None,
                      outputs=["inception_3a/1x1", "prob"],
                      input_shapes={"data": (1, 3, 224, 224)})
     x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype("float32")
@@ -73,7 +67,7 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
     from caffe2keras.saving import save_model
 
     deploy, weights, inputs, _outputs = model_files("ultraface_rfb320")
-    model = _convert(deploy, weights)
+    model = quiet_convert(deploy, weights)
     path = save_model(model, tmp_path / "m.keras")
     loaded = keras.saving.load_model(path, safe_mode=True)
     feed = {"input": to_keras_layout(np.load(inputs)["input"])}
@@ -87,7 +81,7 @@ def test_keras_file_loads_in_a_fresh_process_after_import(tmp_path):
     from caffe2keras.saving import save_model
 
     deploy, weights, _, _ = conformance_files("pool_ave_pad")
-    save_model(_convert(deploy, weights), tmp_path / "m.keras")
+    save_model(quiet_convert(deploy, weights), tmp_path / "m.keras")
     code = ("import caffe2keras, keras; "
             f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}, safe_mode=True); "
             "print(sorted(m.output_names))")
@@ -115,9 +109,8 @@ def test_unsupported_layers_are_all_listed_before_building():
 def test_register_converter_adds_a_type_with_or_without_a_shape_function():
     import keras
 
-    from caffe2keras import shapes
     from caffe2keras.emit.builder import build_model
-    from caffe2keras.emit.registry import CONVERTERS
+    from caffe2keras.emit.registry import unregister
     from caffe2keras.graph import build_graph
 
     def same_shape(layer, bottoms):
@@ -135,8 +128,7 @@ def test_register_converter_adds_a_type_with_or_without_a_shape_function():
     x = np.arange(18, dtype="float32").reshape(1, 3, 3, 2)
     try:
         for shape_fn in (same_shape, None):
-            CONVERTERS.pop("Double", None)
-            shapes.SHAPE_FUNCTIONS.pop("Double", None)
+            unregister("Double")
             caffe2keras.register_converter("Double", shape=shape_fn)(double)
             graph = build_graph(parse_net(text, "t.prototxt"))
             model = build_model(graph)
@@ -145,8 +137,7 @@ def test_register_converter_adds_a_type_with_or_without_a_shape_function():
             np.testing.assert_allclose(got[0, :, :, 0], [[16, 20], [28, 32]])
             assert graph.shape("p") == (1, 2, 2, 2)
     finally:
-        CONVERTERS.pop("Double", None)
-        shapes.SHAPE_FUNCTIONS.pop("Double", None)
+        unregister("Double")
 
 
 def test_importing_and_inspecting_does_not_import_keras():
@@ -179,7 +170,7 @@ def test_weights_after_a_custom_type_without_shape_function_are_fitted(tmp_path)
         return [ctx.add(keras.layers.Rescaling(2.0, name=ctx.name), ctx.inputs[0])]
 
     try:
-        model = _convert(tmp_path / "d.prototxt", tmp_path / "w.caffemodel")
+        model = quiet_convert(tmp_path / "d.prototxt", tmp_path / "w.caffemodel")
         x = rng.standard_normal((2, 3, 2, 2)).astype("f4")
         got = to_numpy(model({"data": to_keras_layout(x)})["fc"])
         np.testing.assert_allclose(got, (2 * x).reshape(2, -1) @ w.T + b, rtol=1e-5, atol=1e-5)
@@ -190,6 +181,6 @@ def test_weights_after_a_custom_type_without_shape_function_are_fitted(tmp_path)
                   blobs=[w[:, :10], b])
         bad.write_caffemodel(tmp_path / "bad.caffemodel")
         with pytest.raises(caffe2keras.CaffeFormatError, match=r"fc.*\[5, 10\].*\[5, 12\]"):
-            _convert(tmp_path / "d.prototxt", tmp_path / "bad.caffemodel")
+            quiet_convert(tmp_path / "d.prototxt", tmp_path / "bad.caffemodel")
     finally:
         CONVERTERS.pop("Double", None)

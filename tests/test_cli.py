@@ -1,5 +1,5 @@
-"""The command line: exit statuses (0 ok, 1 bad input, 2 usage, 130 Ctrl-C), one-line
-errors, warnings, and the console script itself."""
+"""The command line: exit statuses (0 ok, 1 bad input, 2 usage, 70 bug, 130 Ctrl-C),
+one-line errors, warnings, and the console script itself."""
 import subprocess
 import sys
 
@@ -7,7 +7,7 @@ import pytest
 
 from caffe2keras import __version__
 from caffe2keras.cli import main
-from caffe2keras.errors import CaffeFormatError
+from caffe2keras.errors import CaffeFormatError, InternalError, NameNotFoundError
 
 from .shared import MODELS, ROOT
 
@@ -100,13 +100,33 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
     (MemoryError(), "caffe2keras: error: out of memory\n"),
     (CaffeFormatError("bad", path="f.prototxt", position="1:2"),
      "caffe2keras: error: f.prototxt:1:2: bad\n"),
-    (KeyError("no blob 'x' in this net; blobs: data, conv1"),
+    (NameNotFoundError("no blob 'x' in this net; blobs: data, conv1"),
      "caffe2keras: error: no blob 'x' in this net; blobs: data, conv1\n"),
 ])
 def test_environment_errors_are_one_line_exit_1(monkeypatch, capsys, exc, line):
     _command_raising(monkeypatch, exc)
     assert main(["inspect", str(DET1)]) == 1
     assert capsys.readouterr().err == line
+
+
+@pytest.mark.parametrize("exc", [
+    InternalError("the plan lost step 'conv1'"), KeyError("conv1"), TypeError("oops")])
+def test_bugs_are_reported_as_bugs_with_a_traceback(monkeypatch, capsys, exc):
+    """A broken invariant or any unexpected exception (a KeyError included) is not the
+    user's fault: a traceback, a request to report it, exit 70; never a one-line error."""
+    _command_raising(monkeypatch, exc)
+    assert main(["inspect", str(DET1)]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and type(exc).__name__ in err
+    assert "internal error (a bug in caffe2keras" in err and "caffe2keras: error:" not in err
+
+
+def test_unknown_output_blob_is_a_user_error(tmp_path, capsys):
+    out = tmp_path / "m.keras"
+    assert main(["convert", str(DET1), "-o", str(out), "--outputs", "nosuchblob"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("caffe2keras: error: no blob named 'nosuchblob'")
+    assert err.count("\n") == 1 and not out.exists()
 
 
 def test_console_script_runs():

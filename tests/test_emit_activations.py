@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
+from caffe2keras import layout
 from caffe2keras.errors import CaffeFormatError
 from caffe2keras.net import parse_net
 from caffe2keras.writer import CaffeNetWriter
@@ -51,15 +52,15 @@ def test_prelu_alphas_follow_the_channel_axis_in_every_rank(tmp_path):
     model = caffe2keras.convert(tmp_path / "d.prototxt", tmp_path / "w.caffemodel",
                                 outputs="all")
     feed = {b: rng.standard_normal(s).astype("float32") * 2 for b, s in shapes.items()}
-    got = model({b: (x.transpose(0, 2, 3, 1) if x.ndim == 4 else x) for b, x in feed.items()})
+    got = model({b: layout.to_keras(x) for b, x in feed.items()})
     for blob, x in feed.items():
         a = alphas[blob].reshape((1, -1) + (1,) * (x.ndim - 2))
         ref = np.maximum(x, 0) + a * np.minimum(x, 0)
         out = _np(got[f"p_{blob}"])
-        out = out.transpose(0, 3, 1, 2) if out.ndim == 4 else out
+        out = layout.to_caffe(out)
         np.testing.assert_allclose(out, ref, rtol=1e-6)
     x = feed["x4"]
-    np.testing.assert_allclose(_np(got["shared"]).transpose(0, 3, 1, 2),
+    np.testing.assert_allclose(layout.to_caffe(_np(got["shared"])),
                                np.maximum(x, 0) + 0.3 * np.minimum(x, 0), rtol=1e-6)
     assert tuple(model.get_layer("p_x4").weights[0].shape) == (1, 1, 3)
     assert tuple(model.get_layer("shared").weights[0].shape) == (1, 1, 1)

@@ -1,6 +1,5 @@
 """Convolution and Deconvolution converters: exact against real Caffe, and the Keras
 layers they choose (fast built-ins wherever Keras computes the same thing)."""
-import warnings
 
 import keras
 import numpy as np
@@ -8,9 +7,10 @@ import pytest
 
 import caffe2keras
 from caffe2keras.emit.converters.conv import _split_stride
-from caffe2keras.writer import CaffeNetWriter, write_net
+from caffe2keras.writer import CaffeNetWriter
 
 from .compute_goldens import cases, check_case
+from .shared import convert_net
 
 RNG = np.random.default_rng(3)
 
@@ -19,12 +19,6 @@ RNG = np.random.default_rng(3)
 def test_against_caffe(case, tmp_path):
     check_case(case, tmp_path)
 
-
-def _convert(tmp_path, net, **kw):
-    write_net(tmp_path / "n.prototxt", tmp_path / "n.caffemodel", net)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(tmp_path / "n.prototxt", tmp_path / "n.caffemodel", **kw)
 
 
 def _kinds(model):
@@ -40,7 +34,7 @@ def _conv_net(shape, typ="Convolution", blobs=None, **param):
 
 def test_symmetric_pad_is_keras_same_padding(tmp_path):
     w = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    model = _convert(tmp_path, _conv_net((1, 3, 8, 8), blobs=[w, np.zeros(4, np.float32)],
+    model = convert_net(tmp_path, _conv_net((1, 3, 8, 8), blobs=[w, np.zeros(4, np.float32)],
                                          num_output=4, kernel_size=[3], pad=[1]))
     assert _kinds(model).count("Conv2D") == 1 and "ZeroPadding2D" not in _kinds(model)
     assert model.get_layer("c").padding == "same"
@@ -59,7 +53,7 @@ def test_stride_with_dilation_split(s, d, expect):
 
 def test_stride_with_dilation_costs_no_extra_conv_work_when_gcd_divides(tmp_path):
     w = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    model = _convert(tmp_path, _conv_net((1, 3, 13, 14), blobs=[w],
+    model = convert_net(tmp_path, _conv_net((1, 3, 13, 14), blobs=[w],
                                          num_output=4, kernel_size=[3], stride=[2],
                                          dilation=[2], pad=[2], bias_term=False))
     conv = model.get_layer("c")
@@ -70,7 +64,7 @@ def test_stride_with_dilation_costs_no_extra_conv_work_when_gcd_divides(tmp_path
 
 def test_deconv_group_one_uses_keras_conv2d_transpose(tmp_path):
     w = RNG.standard_normal((3, 2, 4, 4)).astype(np.float32)
-    model = _convert(tmp_path, _conv_net((1, 3, 5, 5), "Deconvolution",
+    model = convert_net(tmp_path, _conv_net((1, 3, 5, 5), "Deconvolution",
                                          blobs=[w, np.zeros(2, np.float32)], num_output=2,
                                          kernel_size=[4], stride=[2], pad=[1]))
     assert "Conv2DTranspose" in _kinds(model) and "Cropping2D" in _kinds(model)
@@ -79,7 +73,7 @@ def test_deconv_group_one_uses_keras_conv2d_transpose(tmp_path):
 
 def test_deconv_groups_use_one_grouped_layer(tmp_path):
     w = RNG.standard_normal((6, 1, 4, 4)).astype(np.float32)
-    model = _convert(tmp_path, _conv_net((1, 6, 5, 5), "Deconvolution", blobs=[w],
+    model = convert_net(tmp_path, _conv_net((1, 6, 5, 5), "Deconvolution", blobs=[w],
                                          num_output=6, group=6, kernel_size=[4], stride=[2],
                                          pad=[1], bias_term=False))
     assert _kinds(model) == ["InputLayer", "GroupedConv2DTranspose"]

@@ -2,17 +2,16 @@
 and the conv -> fc case flattening NHWC directly (weights permuted, no transposes)."""
 import subprocess
 import sys
-import warnings
 
 import keras
 import numpy as np
 import pytest
 
-import caffe2keras
 from caffe2keras.errors import CaffeFormatError
 from caffe2keras.writer import CaffeNetWriter, write_net
 
 from .compute_goldens import cases, check_case, write_case
+from .shared import convert_net
 
 RNG = np.random.default_rng(11)
 
@@ -33,16 +32,10 @@ def _fc_net(shape, n_out=5, **param):
     return net, w, b
 
 
-def _convert(tmp_path, net):
-    write_net(tmp_path / "n.prototxt", tmp_path / "n.caffemodel", net)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(tmp_path / "n.prototxt", tmp_path / "n.caffemodel")
-
 
 def test_fc_after_4d_flattens_nhwc_with_permuted_weights(tmp_path):
     net, w, b = _fc_net((2, 3, 4, 5))
-    model = _convert(tmp_path, net)
+    model = convert_net(tmp_path, net)
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == ["InputLayer", "Flatten", "Dense"]  # no Permute of activations
     x = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
@@ -96,4 +89,4 @@ print(sorted(done))
 def test_axis_zero_is_refused(tmp_path):
     net, _, _ = _fc_net((2, 3), axis=0)
     with pytest.raises(CaffeFormatError, match="axis 0"):
-        _convert(tmp_path, net)
+        convert_net(tmp_path, net)

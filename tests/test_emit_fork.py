@@ -3,47 +3,32 @@ depthwise convolution against real Caffe (tests/fixtures/fork_goldens, made with
 brocolli-caffe fork by make_goldens.py there); Interp, ShuffleChannel and SegNet's
 Upsample, which that build lacks, against numpy references written from their forks'
 sources; and what inspect says about pooling field 13 in weights files."""
-import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-import caffe2keras
 from caffe2keras.caffemodel import load_caffemodel
 from caffe2keras.errors import CaffeFormatError
 from caffe2keras.graph import load_graph
 from caffe2keras.writer import CaffeNetWriter
 
-from .shared import assert_blob_close, to_caffe_layout, to_keras_layout
+from .shared import assert_blob_close, check_layer, quiet_convert, run_caffe_layout
 
 GOLDENS = Path(__file__).resolve().parent / "fixtures" / "fork_goldens"
 RNG = np.random.default_rng(7)
 F32 = np.float32
 
 
-def _convert(*args, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(*args, **kw)
-
-
-def _run(model, feed):
-    out = model({k: to_keras_layout(v) for k, v in feed.items()})
-    return {k: to_caffe_layout(keras.ops.convert_to_numpy(v)) for k, v in out.items()}
-
 
 def _check_golden(case, deploy=None):
     d = GOLDENS / case
     weights = d / "weights.caffemodel"
-    model = _convert(deploy or d / "deploy.prototxt", weights if weights.exists() else None,
-                     outputs="all")
-    inputs, outputs = np.load(d / "inputs.npz"), np.load(d / "outputs.npz")
-    got = _run(model, {k: inputs[k] for k in inputs.files})
-    assert set(outputs.files) <= set(got)
-    for blob in outputs.files:
-        assert_blob_close(got[blob], outputs[blob], f"{case}:{blob}")
+    model = quiet_convert(deploy or d / "deploy.prototxt", weights if weights.exists() else None,
+                          outputs="all")
+    with np.load(d / "inputs.npz") as inputs, np.load(d / "outputs.npz") as outputs:
+        check_layer(model, dict(inputs), dict(outputs))
     return model
 
 
@@ -70,7 +55,7 @@ def test_depthwise_fork_types_match_grouped_caffe(tmp_path, fork_type, keep_grou
 
 
 def test_relu6_params_and_fresh_layers():
-    model = _convert(GOLDENS / "relu6" / "deploy.prototxt")
+    model = quiet_convert(GOLDENS / "relu6" / "deploy.prototxt")
     leaky = model.get_layer("r6_leaky")
     assert isinstance(leaky, keras.layers.ReLU)
     assert leaky.max_value == 4 and leaky.negative_slope == pytest.approx(0.1)
@@ -81,10 +66,10 @@ def test_pooling_round_mode_floor_matches_ceil_mode_false(tmp_path):
     g = load_graph(GOLDENS / "pool_ceil_false" / "deploy.prototxt",
                    GOLDENS / "pool_ceil_false" / "weights.caffemodel")
     deploy, weights = _as_bvlc_floor(g, tmp_path)
-    model = _convert(deploy, weights, outputs="all")
+    model = quiet_convert(deploy, weights, outputs="all")
     inputs = np.load(GOLDENS / "pool_ceil_false" / "inputs.npz")
     outputs = np.load(GOLDENS / "pool_ceil_false" / "outputs.npz")
-    got = _run(model, {"data": inputs["data"]})
+    got = run_caffe_layout(model, {"data": inputs["data"]})
     for blob in outputs.files:
         assert_blob_close(got[blob], outputs[blob], blob)
 
@@ -208,7 +193,7 @@ def test_interp_matches_pspnet_reference(tmp_path, param, shape, size_out, crop)
                   f'layer {{ name: "up" type: "Interp" bottom: "data" top: "up" '
                   f'interp_param {{ {param} }} }}')
     x = RNG.standard_normal(shape).astype(F32)
-    got = _run(_convert(deploy), {"data": x})["up"]
+    got = run_caffe_layout(quiet_convert(deploy), {"data": x})["up"]
     pad = crop[0]
     size_in = (shape[2] - 2 * pad, shape[3] - 2 * pad)
     assert got.shape[2:] == size_out
@@ -220,7 +205,7 @@ def test_interp_takes_its_size_from_a_second_bottom(tmp_path):
                   'layer { name: "up" type: "Interp" bottom: "data" bottom: "ref" top: "up" }')
     x = RNG.standard_normal((1, 2, 3, 4)).astype(F32)
     ref = RNG.standard_normal((1, 5, 8, 6)).astype(F32)
-    got = _run(_convert(deploy), {"data": x, "ref": ref})["up"]
+    got = run_caffe_layout(quiet_convert(deploy), {"data": x, "ref": ref})["up"]
     assert_blob_close(got, interp_reference(x, (3, 4), (8, 6), (0, 0)), "up")
 
 
@@ -229,7 +214,7 @@ def test_interp_refuses_positive_padding(tmp_path):
                   'layer { name: "up" type: "Interp" bottom: "data" top: "up" '
                   'interp_param { zoom_factor: 2 pad_beg: 1 } }')
     with pytest.raises(CaffeFormatError, match="non-positive pad_beg"):
-        _convert(deploy)
+        quiet_convert(deploy)
 
 
 # --------------------------------------------------- numpy references: ShuffleChannel
@@ -252,7 +237,7 @@ def test_shuffle_channel_matches_shufflenet_reference(tmp_path, shape, group):
                   f'layer {{ name: "sh" type: "ShuffleChannel" bottom: "data" top: "sh" '
                   f'shuffle_channel_param {{ group: {group} }} }}')
     x = RNG.standard_normal(shape).astype(F32)
-    got = _run(_convert(deploy), {"data": x})["sh"]
+    got = run_caffe_layout(quiet_convert(deploy), {"data": x})["sh"]
     np.testing.assert_array_equal(got, shuffle_reference(x, group))
 
 
@@ -285,7 +270,7 @@ def test_segnet_upsample_matches_reference(tmp_path, param, shape, out_hw):
     plane = out_hw[0] * out_hw[1]
     mask = RNG.integers(0, plane, shape).astype(F32)
     mask.reshape(-1)[:3] = mask.reshape(-1)[3]     # several inputs naming one position
-    got = _run(_convert(deploy), {"data": x, "mask": mask})["up"]
+    got = run_caffe_layout(quiet_convert(deploy), {"data": x, "mask": mask})["up"]
     np.testing.assert_array_equal(got, unpool_reference(x, mask, out_hw))
 
 
@@ -293,7 +278,7 @@ def test_nearest_upsample_needs_an_explicit_scale(tmp_path):
     deploy = _net(tmp_path, {"data": (1, 1, 2, 2)},
                   'layer { name: "up" type: "Upsample" bottom: "data" top: "up" }')
     with pytest.raises(CaffeFormatError, match="needs scale"):
-        _convert(deploy)
+        quiet_convert(deploy)
 
 
 def test_fork_layers_save_and_load(tmp_path):
@@ -304,12 +289,12 @@ def test_fork_layers_save_and_load(tmp_path):
                   'shuffle_channel_param { group: 2 } }\n'
                   'layer { name: "un" type: "Upsample" bottom: "data" bottom: "mask" top: "un" '
                   'upsample_param { scale: 2 } }')
-    model = _convert(deploy, outputs=["ip", "sh", "un"])
+    model = quiet_convert(deploy, outputs=["ip", "sh", "un"])
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
     feed = {"data": RNG.standard_normal((1, 6, 4, 5)).astype(F32),
             "mask": RNG.integers(0, 80, (1, 6, 4, 5)).astype(F32)}
-    a, b = _run(model, feed), _run(loaded, feed)
+    a, b = run_caffe_layout(model, feed), run_caffe_layout(loaded, feed)
     for blob in ("ip", "sh", "un"):
         np.testing.assert_array_equal(a[blob], b[blob])

@@ -1,19 +1,15 @@
 """Converted models against every blob real Caffe computed (the project's exactness bar)."""
-import warnings
 
 import numpy as np
 import pytest
 
-import caffe2keras
-
 from .shared import (
     CONFORMANCE_CASES,
     MODELS_INDEX,
-    assert_blob_close,
+    check_layer,
     conformance_files,
     model_files,
-    to_caffe_layout,
-    to_keras_layout,
+    quiet_convert,
 )
 
 # Blobs whose check belongs to another converter family (SSD detection tail).
@@ -21,19 +17,11 @@ PENDING = {"yufacedetectnet_v1": {"detection_out"}}  # fixed-size rows: test_emi
 
 
 def run_golden(deploy, weights, inputs, outputs, skip=()):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = caffe2keras.convert(deploy, weights, outputs="all")
-    feed = np.load(inputs)
-    golden = np.load(outputs)
-    got = model({k: to_keras_layout(feed[k]) for k in feed.files})
-    checked = 0
-    for blob in golden.files:
-        if blob in skip:
-            continue
-        assert_blob_close(to_caffe_layout(got[blob]), golden[blob], blob)
-        checked += 1
-    assert checked >= 2
+    model = quiet_convert(deploy, weights, outputs="all")
+    with np.load(inputs) as feed, np.load(outputs) as golden:
+        blobs = [b for b in golden.files if b not in skip]
+        check_layer(model, dict(feed), dict(golden), blobs)
+    assert len(blobs) >= 2
 
 
 @pytest.mark.parametrize("case", CONFORMANCE_CASES)

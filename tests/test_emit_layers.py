@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import caffe2keras  # noqa: F401  (registers the layers)
+from caffe2keras import layout
 from caffe2keras.emit.layers.conv import GroupedConv2DTranspose, Subsample2D
 from caffe2keras.emit.layers.lrn import MVN, LRNAcrossChannels, LRNWithinChannel
 from caffe2keras.emit.layers.pooling import CaffePooling2D
@@ -97,11 +98,11 @@ def caffe_lrn_within(x, n, alpha, beta):
 
 
 def nhwc(a):
-    return np.ascontiguousarray(np.asarray(a).transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(layout.to_keras(a))
 
 
 def nchw(a):
-    return np.asarray(a).transpose(0, 3, 1, 2)
+    return layout.to_caffe(a)
 
 
 # ---------------------------------------------------------------- conv

@@ -1,6 +1,5 @@
 """BatchNorm(+Scale), Scale, Bias, LRN and MVN converters: exact against real Caffe, BN
 as Keras BatchNormalization, and converted models that train."""
-import warnings
 
 import keras
 import numpy as np
@@ -11,7 +10,7 @@ from caffe2keras.errors import CaffeFormatError, CaffeWarning
 from caffe2keras.writer import CaffeNetWriter, write_net
 
 from .compute_goldens import cases, check_case
-from .shared import conformance_files
+from .shared import conformance_files, quiet_convert
 
 RNG = np.random.default_rng(13)
 
@@ -22,15 +21,10 @@ def test_against_caffe(case, tmp_path):
     check_case(case, tmp_path)
 
 
-def _convert(*args, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(*args, **kw)
-
 
 def test_bn_scale_pair_is_one_batch_normalization():
     deploy, weights, _, _ = conformance_files("batchnorm_scale")
-    model = _convert(deploy, weights)
+    model = quiet_convert(deploy, weights)
     bns = [layer for layer in model.layers
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert [b.name for b in bns] == ["bn", "bn2"]
@@ -65,7 +59,7 @@ def _bn_net(with_scale=True, **bn_param):
 
 def test_unfused_batchnorm_has_no_gamma_beta(tmp_path):
     write_net(tmp_path / "n.prototxt", tmp_path / "n.caffemodel", _bn_net(with_scale=False))
-    model = _convert(tmp_path / "n.prototxt", tmp_path / "n.caffemodel")
+    model = quiet_convert(tmp_path / "n.prototxt", tmp_path / "n.caffemodel")
     bn = model.get_layer("bn")
     assert not bn.center and not bn.scale
     mean = keras.ops.convert_to_numpy(bn.moving_mean)
@@ -80,7 +74,7 @@ def model_blob(tmp_path, layer, i):
 
 def test_converted_model_trains_one_step(tmp_path):
     write_net(tmp_path / "n.prototxt", tmp_path / "n.caffemodel", _bn_net())
-    model = _convert(tmp_path / "n.prototxt", tmp_path / "n.caffemodel")
+    model = quiet_convert(tmp_path / "n.prototxt", tmp_path / "n.caffemodel")
     bn = model.get_layer("bn")
     trainable = {id(v) for v in model.trainable_weights}
     assert id(bn.gamma) in trainable and id(bn.beta) in trainable
@@ -113,4 +107,4 @@ def test_learned_scale_along_batch_axis_is_refused(tmp_path):
               blobs=[np.ones(2, np.float32)])
     write_net(tmp_path / "n.prototxt", tmp_path / "n.caffemodel", net)
     with pytest.raises(CaffeFormatError, match="batch"):
-        _convert(tmp_path / "n.prototxt", tmp_path / "n.caffemodel")
+        quiet_convert(tmp_path / "n.prototxt", tmp_path / "n.caffemodel")

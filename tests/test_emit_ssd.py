@@ -1,30 +1,30 @@
 """SSD layers (Normalize, PriorBox, DetectionOutput) against real Caffe: the yufacedetectnet
 model golden in full and small cases made with the SSD fork (tests/fixtures/fork_goldens,
 tests/fixtures/fork_goldens/make_goldens.py)."""
-import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-import caffe2keras
 from caffe2keras.emit.layers import ssd as ssd_layers
 from caffe2keras.graph import load_graph
 from caffe2keras.inspect import describe
 
-from .shared import PROTOTXT_ONLY, assert_blob_close, model_files, to_caffe_layout, to_keras_layout
+from .shared import (
+    PROTOTXT_ONLY,
+    assert_blob_close,
+    model_files,
+    quiet_convert,
+    to_caffe_layout,
+    to_keras_layout,
+)
 
 GOLDENS = Path(__file__).resolve().parent / "fixtures" / "fork_goldens"
 F32 = np.float32
 DETECTION_HEADS = ["det_center", "det_cut", "det_corner", "det_corner_size", "det_encoded",
                    "det_eta", "det_per_class", "det_none"]
 
-
-def _convert(*args, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(*args, **kw)
 
 
 def _numpy(x):
@@ -79,7 +79,7 @@ def _feed(inputs):
 
 def test_yufacedetectnet_every_blob_matches_caffe():
     deploy, weights, inputs, outputs = model_files("yufacedetectnet_v1")
-    model = _convert(deploy, weights, outputs="all")
+    model = quiet_convert(deploy, weights, outputs="all")
     got = model(_feed(np.load(inputs)))
     golden = np.load(outputs)
     for blob in golden.files:
@@ -115,7 +115,7 @@ def test_prior_boxes_are_caffes_bit_for_bit():
 def test_compiled_model_matches_caffe():
     """predict() runs the traced path (jax.jit / tf.function: NMS as a while_loop)."""
     deploy, weights, inputs, outputs = model_files("yufacedetectnet_v1")
-    model = _convert(deploy, weights)
+    model = quiet_convert(deploy, weights)
     out = model.predict(_feed(np.load(inputs)), verbose=0)["detection_out"]
     assert_detections(out, np.load(outputs)["detection_out"], "detection_out")
 
@@ -125,7 +125,7 @@ def test_compiled_model_matches_caffe():
 @pytest.fixture(scope="module")
 def detection_case():
     deploy, weights, inputs, outputs = _golden("ssd_detection")
-    model = _convert(deploy, weights, outputs="all")
+    model = quiet_convert(deploy, weights, outputs="all")
     return model, inputs, outputs
 
 
@@ -153,7 +153,7 @@ def test_detection_output_traced_and_stepwise_nms_agree(monkeypatch):
     top_k unset get NMS one candidate at a time. Both give Caffe's rows."""
     deploy, _, inputs, outputs = _golden("ssd_detection")
     heads = ["det_center", "det_cut", "det_eta", "det_per_class"]
-    model = _convert(deploy, outputs=heads)
+    model = quiet_convert(deploy, outputs=heads)
     feed = _feed(inputs)
     traced = model.predict(feed, verbose=0)
     for h in heads:
@@ -168,7 +168,7 @@ def test_detection_output_traced_and_stepwise_nms_agree(monkeypatch):
 def test_normalize_matches_caffe():
     """across_spatial x channel_shared, eps, learned scales, a 2-D input."""
     deploy, weights, inputs, outputs = _golden("normalize")
-    model = _convert(deploy, weights, outputs="all")
+    model = quiet_convert(deploy, weights, outputs="all")
     got = model(_feed(inputs))
     for blob in ("n_ss", "n_sc", "n_cs", "n_cc", "n_flat"):
         assert_blob_close(to_caffe_layout(_numpy(got[blob])), outputs[blob], blob)
@@ -176,7 +176,7 @@ def test_normalize_matches_caffe():
 
 def test_normalize_fresh_weights_take_the_scale_filler():
     deploy, _, _, _ = _golden("normalize")
-    model = _convert(deploy)
+    model = quiet_convert(deploy)
     assert np.all(_numpy(model.get_layer("n_cc").scale) == 20)   # scale_filler value 20
     assert np.all(_numpy(model.get_layer("n_ss").scale) == 1)    # Caffe's default
 
@@ -184,7 +184,7 @@ def test_normalize_fresh_weights_take_the_scale_filler():
 def test_ssd_layers_save_and_load(tmp_path):
     deploy, _, inputs, _ = _golden("ssd_detection")
     blobs = ["pb_b", "det_eta", "det_per_class"]
-    model = _convert(deploy, outputs=blobs)
+    model = quiet_convert(deploy, outputs=blobs)
     path = tmp_path / "ssd.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)   # safe mode: registered layers only
@@ -212,7 +212,7 @@ def test_mobilenet_ssd_inspects_with_every_layer_supported():
 
 
 def test_mobilenet_ssd_converts_fresh_and_runs():
-    model = _convert(MOBILENET_SSD)
+    model = quiet_convert(MOBILENET_SSD)
     # fresh weights score every class near 1/21, below the 0.25 threshold; bias the conf
     # heads towards class 7 so that boxes reach NMS
     for layer in model.layers:

@@ -1,4 +1,4 @@
-"""Weights-only export (caffe2keras/export.py): every format checked against the Caffe
+"""Weights-only export (caffe2keras/export/): every format checked against the Caffe
 blobs and against what real Caffe computed with them.
 
 - keras: the file loads into convert()'s model and gives Caffe's blobs; its variables
@@ -26,6 +26,7 @@ from caffe2keras.emit.layers.lrn import LRNWithinChannel
 from caffe2keras.emit.layers.pooling import CaffePooling2D
 from caffe2keras.emit.plan import make_plan, resolve_outputs
 from caffe2keras.errors import CaffeFormatError, CaffeWarning, UnsupportedLayerError
+from caffe2keras.export import pickled, sinks, slicing
 from caffe2keras.graph import load_graph
 from caffe2keras.writer import CaffeNetWriter
 
@@ -36,6 +37,7 @@ from .shared import (
     assert_blob_close,
     conformance_files,
     model_files,
+    quiet_convert,
     to_caffe_layout,
     to_keras_layout,
 )
@@ -102,12 +104,6 @@ def pickle_globals(path):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def quiet_convert(*args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(*args, **kwargs)
-
 
 def quiet_export(*args, **kwargs):
     with warnings.catch_warnings():
@@ -496,7 +492,8 @@ def test_keras2_h5_loads_by_name_into_hand_built_model(kind, name, tmp_path):
 def test_keras2_h5_layout_is_keras_legacy(tmp_path):
     """Root layer_names/backend/keras_version, per layer weight_names and datasets, read
     by Keras's own legacy by-name loader."""
-    from keras.src.legacy.saving import legacy_h5_format
+    from caffe2keras.keras_compat import legacy_h5_loader
+    legacy_h5_format = legacy_h5_loader()
 
     deploy, weights, inputs, outputs = model_files("lenet_mnist_v2")
     path = quiet_export(deploy, weights, tmp_path / "w.hdf5")
@@ -564,11 +561,12 @@ def test_keras2_h5_names_keras_accepts(tmp_path):
 
 
 def test_long_layer_name_lists_split_like_keras(tmp_path):
-    from keras.src.legacy.saving.legacy_h5_format import load_attributes_from_hdf5_group
+    from caffe2keras.keras_compat import legacy_h5_loader
+    load_attributes_from_hdf5_group = legacy_h5_loader().load_attributes_from_hdf5_group
 
     names = [f"layer_with_a_long_name_{i:05d}" for i in range(5000)]
     with h5py.File(tmp_path / "a.h5", "w") as f:
-        export._set_list_attr(f, "layer_names", names)
+        sinks.set_list_attr(f, "layer_names", names)
         assert "layer_names" not in f.attrs and "layer_names0" in f.attrs
         assert load_attributes_from_hdf5_group(f, "layer_names") == names
 
@@ -702,7 +700,7 @@ def test_slices_give_the_same_files(kind, name, tmp_path, monkeypatch):
     deploy, weights, _, _ = fixture_files(kind, name)
     whole = {fmt: quiet_export(deploy, weights, tmp_path / f"whole{suf}", format=fmt)
              for fmt, suf in (("keras", ".weights.h5"), ("keras2-h5", ".h5"))}
-    monkeypatch.setattr(export, "BLOCK_BYTES", 16)
+    monkeypatch.setattr(slicing, "BLOCK_BYTES", 16)
     sliced = {fmt: quiet_export(deploy, weights, tmp_path / f"sliced{suf}", format=fmt)
               for fmt, suf in (("keras", ".weights.h5"), ("keras2-h5", ".h5"))}
     chunked = 0
@@ -736,7 +734,7 @@ def test_compute_checks_that_slicing_commutes(monkeypatch):
     step = next(s for s in make_plan(graph) if s.name == "ip1")
     from caffe2keras.emit.context import LayerContext
     ctx = LayerContext(step, graph)
-    monkeypatch.setattr(export, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(slicing, "BLOCK_BYTES", 4096)
     w = ctx.layer.blobs[0]
 
     def mixes_rows(c):  # depends on the slice's own statistics: not row by row
@@ -768,14 +766,14 @@ def test_compute_checks_that_slicing_commutes(monkeypatch):
 
 @pytest.mark.parametrize("fmt,name,target", [
     ("keras", "w.weights.h5", "compute"), ("keras2-h5", "w.h5", "compute"),
-    ("npz", "w.npz", "_stream_raw"), ("pickle", "w.pkl", "reducer_override")])
+    ("npz", "w.npz", "stream_raw"), ("pickle", "w.pkl", "reducer_override")])
 def test_interrupted_export_leaves_no_file(fmt, name, target, tmp_path, monkeypatch):
     """Ctrl-C in the middle (at the third layer or array): no partial file, no temporary
     file, and an existing file of that name untouched."""
     deploy, weights, _, _ = model_files("lenet_mnist_v2")
     out = tmp_path / name
     out.write_bytes(b"previous")
-    owner = export._Pickler if target == "reducer_override" else export
+    owner = {"compute": slicing, "stream_raw": sinks, "reducer_override": pickled._Pickler}[target]
     original = getattr(owner, target)
     calls = []
 

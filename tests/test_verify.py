@@ -1,18 +1,16 @@
 """verify: our model against OpenCV's Caffe runtime, pycaffe, or dumped blobs."""
 import os
 import subprocess
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import caffe2keras
 from caffe2keras.cli import main
 from caffe2keras.preprocess import Preprocessor
 from caffe2keras.verify import ReferenceUnavailable, blob_errors, format_table, verify, write_report
 
-from .shared import MODELS, conformance_files, model_files
+from .shared import MODELS, conformance_files, model_files, quiet_convert
 
 cv2 = pytest.importorskip("cv2")
 if not hasattr(cv2.dnn, "readNetFromCaffe"):
@@ -20,9 +18,7 @@ if not hasattr(cv2.dnn, "readNetFromCaffe"):
 
 
 def _convert_all(deploy, weights):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return caffe2keras.convert(deploy, weights, outputs="all")
+    return quiet_convert(deploy, weights, outputs="all")
 
 
 @pytest.mark.parametrize("key", ["mtcnn_det4", "open_nsfw", "yufacedetectnet_v1"])

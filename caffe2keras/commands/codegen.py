@@ -5,7 +5,7 @@ from .common import add_input_shape, input_shapes
 
 
 def add_parser(sub):
-    from ..preprocess import add_arguments
+    from .preprocess_options import add_arguments
 
     p = sub.add_parser(
         "codegen", help="write the converted model as plain Keras 3 Python code",
@@ -34,7 +34,7 @@ def add_parser(sub):
 def run(args) -> int:
     from ..codegen import write_python
     from ..errors import CaffeFormatError
-    from ..preprocess import any_given, from_args
+    from .preprocess_options import any_given, from_args
 
     if args.weights and args.weights_pos and args.weights != args.weights_pos:
         raise CaffeFormatError("two different weights files given (positional and "

@@ -8,7 +8,7 @@ from .common import add_input_shape, input_shapes
 
 
 def add_parser(sub):
-    from ..preprocess import add_arguments
+    from .preprocess_options import add_arguments
 
     p = sub.add_parser(
         "convert", help="convert a Caffe net to a Keras 3 .keras model",
@@ -35,9 +35,9 @@ def run(args) -> int:
     import keras  # noqa: F401  (its import is not part of the conversion time reported)
 
     from ..graph import load_graph
-    from ..preprocess import any_given, from_args
     from ..progress import ProgressBar
     from ..saving import convert_to_file, graph_bytes
+    from .preprocess_options import any_given, from_args
 
     if not args.output.endswith(".keras"):
         raise CaffeFormatError("output must end in .keras (Keras 3's model format)",

@@ -13,7 +13,7 @@ ONE_LINER = (
 
 
 def add_parser(sub):
-    from ..preprocess import add_arguments
+    from .preprocess_options import add_arguments
 
     p = sub.add_parser(
         "dump-reference", help="save every blob real Caffe computes (pycaffe) to a .npz",
@@ -46,8 +46,8 @@ def run(args) -> int:
 
     from ..files import atomic_output
     from ..graph import load_graph
-    from ..preprocess import any_given, from_args
     from ..verify import ReferenceUnavailable, make_feed, run_pycaffe
+    from .preprocess_options import any_given, from_args
 
     shapes = input_shapes(args)
     graph = load_graph(args.deploy, None, input_shapes=shapes)

@@ -9,7 +9,7 @@ BATCH = 16
 
 
 def add_parser(sub):
-    from ..preprocess import add_arguments
+    from .preprocess_options import add_arguments
 
     p = sub.add_parser(
         "predict", help="classify images with a Caffe net (converted on the fly)",
@@ -54,7 +54,7 @@ def run(args) -> int:
 
     from ..errors import CaffeFormatError
     from ..graph import load_graph
-    from ..preprocess import from_args
+    from .preprocess_options import from_args
 
     if args.top < 1:
         raise CaffeFormatError("--top must be at least 1")

@@ -5,7 +5,7 @@ from .common import add_input_shape, input_shapes
 
 
 def add_parser(sub):
-    from ..preprocess import add_arguments
+    from .preprocess_options import add_arguments
 
     p = sub.add_parser(
         "verify", help="compare the converted model with a Caffe runtime, blob by blob",
@@ -41,8 +41,8 @@ def add_parser(sub):
 def run(args) -> int:
     import sys
 
-    from ..preprocess import any_given, from_args
     from ..verify import ReferenceUnavailable, format_table, verify, write_report
+    from .preprocess_options import any_given, from_args
 
     shapes = input_shapes(args)
     pre = None

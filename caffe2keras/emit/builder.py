@@ -7,21 +7,14 @@ import warnings
 import keras
 import numpy as np
 
-from ..errors import CaffeFormatError
+from ..errors import CaffeFormatError, InternalError
 from ..fillers import fresh_blobs
 from ..graph import Graph
+from ..layout import caffe_shape, keras_shape
 from ..pages import release
 from .context import LayerContext
 from .plan import Step, check_supported, keras_name, make_plan, resolve_outputs
-from .registry import CONVERTERS, WEIGHTS
-
-
-def keras_shape(caffe_shape):
-    """Keras layout of a Caffe shape: 4-D NCHW -> NHWC, other ranks unchanged."""
-    s = tuple(caffe_shape)
-    if len(s) == 4:
-        return (s[0], s[2], s[3], s[1])
-    return s
+from .registry import CONVERTERS, SHAPE_FUNCTIONS, WEIGHTS
 
 
 class StepContext(LayerContext):
@@ -63,11 +56,19 @@ class StepContext(LayerContext):
         want = [tuple(w.shape) for w in layer.weights]
         got = [tuple(np.shape(a)) for a in arrays]
         if want != got:
-            raise CaffeFormatError(
-                f"internal: Keras layer '{layer.name}' wants weights {want}, got {got}",
-                path=self.graph.net.path, layer=self.layer.name)
+            raise InternalError(
+                f"{_where(self)}: Keras layer '{layer.name}' wants weights {want}, got {got}")
         layer.set_weights([np.asarray(a, dtype=w.dtype) for a, w in zip(arrays, layer.weights)])
         self._assigned.add(layer.name)
+
+
+def _where(ctx) -> str:
+    """Names the step and who converts it, for InternalError messages (a broken
+    invariant: a bug in caffe2keras or in a registered converter)."""
+    fn = CONVERTERS.get(ctx.step.type)
+    who = f"{fn.__module__}.{fn.__qualname__}" if fn is not None else "no converter"
+    return (f"{ctx.graph.net.path}: layer '{ctx.layer.name}' ({ctx.step.type}, "
+            f"converted by {who})")
 
 
 @contextlib.contextmanager
@@ -112,8 +113,8 @@ def _apply_weights(ctx: StepContext):
     by_name = {lay.name: lay for lay in ctx.created}
     for name, arrays in weights.items():
         if name not in by_name:
-            raise CaffeFormatError(f"internal: weights for unknown Keras layer '{name}'",
-                                   path=ctx.graph.net.path, layer=ctx.layer.name)
+            raise InternalError(f"{_where(ctx)}: the weights function gives weights for "
+                                f"'{name}', a Keras layer the converter did not make")
         if name not in ctx._assigned:
             ctx.set_weights(by_name[name], arrays)
     ctx._keras_weights = None  # let the transposed copies go
@@ -127,10 +128,9 @@ def _check_shape(ctx: StepContext, value_id, tensor):
     got = tuple(tensor.shape)
     if len(got) != len(want) or any(
             w is not None and g is not None and w != g for w, g in list(zip(want, got))[1:]):
-        raise CaffeFormatError(
-            f"internal: {ctx.step.type} converter produced Keras shape {got}, but Caffe's "
-            f"shape {ctx.graph.values[value_id].shape} means Keras {want}",
-            path=ctx.graph.net.path, layer=ctx.layer.name)
+        raise InternalError(
+            f"{_where(ctx)}: the converter produced Keras shape {got}, but Caffe's "
+            f"shape {ctx.graph.values[value_id].shape} means Keras {want}")
 
 
 def _caffe_shape(keras_shape_, graph):
@@ -138,16 +138,13 @@ def _caffe_shape(keras_shape_, graph):
     s = list(keras_shape_)
     if s and s[0] is None and graph.inputs:
         s[0] = graph.values[graph.inputs[0]].shape[0]
-    if len(s) == 4:
-        s = [s[0], s[3], s[1], s[2]]
-    return tuple(s)
+    return caffe_shape(s)
 
 
 def _infer_late(graph, step):
     """Shapes downstream of a layer type without a shape function were unknown when the
     graph was built; the converted tensors have filled them in by now."""
     from ..graph import fit_blobs, infer_node
-    from ..shapes import SHAPE_FUNCTIONS
     for node in step.nodes:
         if node.param_shapes is not None or node.type not in SHAPE_FUNCTIONS:
             continue
@@ -185,9 +182,9 @@ def build_model(graph: Graph, outputs=None, with_weights=True, name=None,
         ctx = StepContext(step, graph, tensors, with_weights or rng is not None)
         outs = CONVERTERS[step.type](ctx)
         if len(outs) != len(step.outputs):
-            raise CaffeFormatError(
-                f"internal: {step.type} converter returned {len(outs)} tensors for "
-                f"{len(step.outputs)} tops", path=graph.net.path, layer=ctx.layer.name)
+            raise InternalError(
+                f"{_where(ctx)}: the converter returned {len(outs)} tensors for "
+                f"{len(step.outputs)} tops")
         for vid, t in zip(step.outputs, outs):
             if graph.values[vid].shape is None:  # a type with no shape function
                 graph.values[vid].shape = _caffe_shape(t.shape, graph)

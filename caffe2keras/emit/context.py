@@ -2,6 +2,7 @@
 weight export builds these contexts too)."""
 from __future__ import annotations
 
+from ..errors import CaffeFormatError
 from ..graph import Graph
 from .plan import Step
 
@@ -42,6 +43,12 @@ class LayerContext:
         if not self.with_weights or not self.layer.blobs:
             return None
         return self.layer.blobs
+
+    def fail(self, message: str):
+        """Refuse this layer: a CaffeFormatError naming the prototxt, the layer's
+        line:column and its name (never returns)."""
+        raise CaffeFormatError(message, path=self.graph.net.path,
+                               position=self.layer.position or None, layer=self.layer.name)
 
     def sub_name(self, suffix: str) -> str:
         """A unique Keras name for a helper layer of this step (padding, transposes...)."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import UnsupportedLayerError
+from ..errors import NameNotFoundError, UnsupportedLayerError
 from ..graph import Graph, Node
-from .registry import CONVERTERS, load_builtin
+from .registry import layer_type
 
 FUSED_BN_SCALE = "BatchNorm+Scale"
 
@@ -61,22 +61,47 @@ def resolve_outputs(graph: Graph, outputs=None) -> list:
         names = list(outputs)
         missing = [o for o in names if o not in graph.versions]
         if missing:
-            raise KeyError(f"no blob named {', '.join(map(repr, missing))} in "
+            raise NameNotFoundError(f"no blob named {', '.join(map(repr, missing))} in "
                            f"{graph.net.path}; blobs are: {', '.join(graph.blob_names())}")
     return names
 
 
+def unsupported_layers(graph: Graph) -> list:
+    """[(node, reason)] for every layer that will not convert: reason None for a type
+    without a converter, else why its settings are unsupported (the record's check)."""
+    bad = []
+    for n in graph.nodes:
+        rec = layer_type(n.type)
+        if rec is None or rec.converter is None:
+            bad.append((n, None))
+        elif rec.check is not None:
+            reason = rec.check(n.layer)
+            if reason:
+                bad.append((n, reason))
+    return bad
+
+
 def check_supported(graph: Graph):
-    """All unsupported layers at once, before anything is built."""
-    load_builtin()
-    bad = [(n.name, n.type) for n in graph.nodes if n.type not in CONVERTERS]
-    if bad:
-        types = sorted({t for _, t in bad})
-        listing = "; ".join(f"{name} ({t})" for name, t in bad)
-        raise UnsupportedLayerError(
-            f"{len(bad)} layer(s) of unsupported type {', '.join(types)}: {listing}. "
-            f"Add a converter with caffe2keras.register_converter(TYPE).",
-            path=graph.net.path)
+    """All unsupported layers at once (types and settings), before anything is built."""
+    bad = unsupported_layers(graph)
+    types = [n for n, why in bad if why is None]
+    settings = [(n, why) for n, why in bad if why is not None]
+    if not bad:
+        return
+    if not types and len(settings) == 1:
+        n, why = settings[0]
+        raise UnsupportedLayerError(why, path=graph.net.path,
+                                    position=n.layer.position or None, layer=n.name)
+    parts = []
+    if types:
+        names = sorted({n.type for n in types})
+        listing = "; ".join(f"{n.name} ({n.type})" for n in types)
+        parts.append(f"{len(types)} layer(s) of unsupported type {', '.join(names)}: "
+                     f"{listing}. Add a converter with caffe2keras.register_converter(TYPE).")
+    if settings:
+        listing = "; ".join(f"{n.name} ({n.type}): {why}" for n, why in settings)
+        parts.append(f"{len(settings)} layer(s) with unsupported settings: {listing}")
+    raise UnsupportedLayerError(" ".join(parts), path=graph.net.path)
 
 
 def _fusable_scale(graph: Graph, bn: Node, keep: set):

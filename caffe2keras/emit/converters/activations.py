@@ -9,19 +9,28 @@ import math
 
 import numpy as np
 
-from ...errors import CaffeFormatError
-from ..registry import register_converter, register_weights
+from ...shapes import (
+    check_bottoms,
+    same_shape,
+    shape_fail,
+)
+from ..registry import Fillers, Keras2H5, register_converter
 
+# ---------------------------------------------------------------- shapes (Caffe NCHW)
 
-def _fail(ctx, message):
-    raise CaffeFormatError(message, path=ctx.graph.net.path, layer=ctx.layer.name)
+def prelu_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    shared = layer.param("prelu_param").channel_shared
+    if len(bottoms[0]) < 2:
+        shape_fail(layer, "PReLU needs an input with a channel axis")
+    return [tuple(bottoms[0])], [() if shared else (bottoms[0][1],)]
 
 
 def _one(ctx, layer):
     return [ctx.add(layer, ctx.inputs[0])]
 
 
-@register_converter("ReLU")
+@register_converter("ReLU", shape=same_shape, keras_classes=())
 def relu(ctx):
     import keras
 
@@ -48,14 +57,16 @@ def _prelu_axes(shape, shared):
     return shared_axes, alpha_shape
 
 
-@register_weights("PReLU")
 def prelu_weights(ctx):
     shared = ctx.param("prelu_param").channel_shared
     _, alpha_shape = _prelu_axes(ctx.in_shapes[0], shared)
     return {ctx.name: [np.asarray(ctx.blobs[0]).reshape(alpha_shape)]}
 
 
-@register_converter("PReLU", weights=prelu_weights)
+@register_converter(
+    "PReLU", weights=prelu_weights, shape=prelu_shape, keras_classes="PReLU",
+    fillers=Fillers("prelu_param", ("filler",), unset=("prelu",)),
+    keras2_h5=Keras2H5(prelu_weights, lambda ctx, n: ["alpha"]))
 def prelu(ctx):
     import keras
 
@@ -66,28 +77,28 @@ def prelu(ctx):
                                         shared_axes=shared_axes or None, name=ctx.name))
 
 
-@register_converter("ELU")
+@register_converter("ELU", shape=same_shape, keras_classes=())
 def elu(ctx):
     import keras
 
     return _one(ctx, keras.layers.ELU(alpha=ctx.param("elu_param").alpha, name=ctx.name))
 
 
-@register_converter("Sigmoid")
+@register_converter("Sigmoid", shape=same_shape, keras_classes=())
 def sigmoid(ctx):
     import keras
 
     return _one(ctx, keras.layers.Activation("sigmoid", name=ctx.name))
 
 
-@register_converter("TanH")
+@register_converter("TanH", shape=same_shape, keras_classes=())
 def tanh(ctx):
     import keras
 
     return _one(ctx, keras.layers.Activation("tanh", name=ctx.name))
 
 
-@register_converter("BNLL")
+@register_converter("BNLL", shape=same_shape, keras_classes=())
 def bnll(ctx):
     import keras
 
@@ -95,14 +106,14 @@ def bnll(ctx):
     return _one(ctx, keras.layers.Activation("softplus", name=ctx.name))
 
 
-@register_converter("AbsVal")
+@register_converter("AbsVal", shape=same_shape, keras_classes=())
 def absval(ctx):
     from ..layers.activations import AbsVal
 
     return _one(ctx, AbsVal(name=ctx.name))
 
 
-@register_converter("Power")
+@register_converter("Power", shape=same_shape, keras_classes=())
 def power(ctx):
     from ..layers.activations import Power
 
@@ -110,46 +121,46 @@ def power(ctx):
     return _one(ctx, Power(p.power, p.scale, p.shift, name=ctx.name))
 
 
-@register_converter("Exp")
+@register_converter("Exp", shape=same_shape, keras_classes=())
 def exp(ctx):
     from ..layers.activations import Exp
 
     p = ctx.param("exp_param")
     if p.base != -1 and not p.base > 0:
-        _fail(ctx, f"exp_param base must be positive, or -1 for e; found {p.base}")
+        ctx.fail(f"exp_param base must be positive, or -1 for e; found {p.base}")
     return _one(ctx, Exp(p.base, p.scale, p.shift, name=ctx.name))
 
 
-@register_converter("Log")
+@register_converter("Log", shape=same_shape, keras_classes=())
 def log(ctx):
     from ..layers.activations import Log
 
     p = ctx.param("log_param")
     if p.base != -1 and not (p.base > 0 and p.base != 1):
-        _fail(ctx, f"log_param base must be positive and not 1, or -1 for e; found {p.base}")
+        ctx.fail(f"log_param base must be positive and not 1, or -1 for e; found {p.base}")
     return _one(ctx, Log(p.base, p.scale, p.shift, name=ctx.name))
 
 
-@register_converter("Threshold")
+@register_converter("Threshold", shape=same_shape, keras_classes=())
 def threshold(ctx):
     from ..layers.activations import Threshold
 
     return _one(ctx, Threshold(ctx.param("threshold_param").threshold, name=ctx.name))
 
 
-@register_converter("Clip")
+@register_converter("Clip", shape=same_shape, keras_classes=())
 def clip(ctx):
     from ..layers.activations import Clip
 
     p = ctx.param("clip_param")
     if not (p.has("min") and p.has("max")):
-        _fail(ctx, "clip_param needs both min and max")
+        ctx.fail("clip_param needs both min and max")
     if p.min > p.max:
-        _fail(ctx, f"clip_param min {p.min} exceeds max {p.max}")
+        ctx.fail(f"clip_param min {p.min} exceeds max {p.max}")
     return _one(ctx, Clip(p.min, p.max, name=ctx.name))
 
 
-@register_converter("Swish")
+@register_converter("Swish", shape=same_shape, keras_classes=())
 def swish(ctx):
     import keras
 
@@ -161,7 +172,7 @@ def swish(ctx):
     return _one(ctx, layer)
 
 
-@register_converter("Dropout")
+@register_converter("Dropout", shape=same_shape, keras_classes=())
 def dropout(ctx):
     """Identity at inference, as in Caffe's TEST phase; Keras still drops when training.
 
@@ -174,7 +185,7 @@ def dropout(ctx):
     p = ctx.param("dropout_param")
     rate = float(p.dropout_ratio)
     if not 0 <= rate < 1 or math.isnan(rate):
-        _fail(ctx, f"dropout_ratio must be in [0, 1), found {rate}")
+        ctx.fail(f"dropout_ratio must be in [0, 1), found {rate}")
     x = ctx.inputs[0]
     if p.scale_train:
         return [ctx.add(keras.layers.Dropout(rate, name=ctx.name), x)]

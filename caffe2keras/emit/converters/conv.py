@@ -3,22 +3,102 @@ from __future__ import annotations
 
 import math
 
-from ...shapes import conv_geometry
-from ..registry import register_converter, register_weights
+from ... import layout
+from ...shapes import (
+    check_bottoms,
+    conv_geometry,
+    shape_fail,
+)
+from ..registry import Fillers, Keras2H5, register_converter
+
+# ---------------------------------------------------------------- shapes (Caffe NCHW)
+
+def _conv_common(layer, bottoms):
+    check_bottoms(layer, bottoms, 1, 1 << 30)
+    p = layer.param("convolution_param")
+    shape = bottoms[0]
+    if p.axis not in (1, 1 - len(shape)):
+        shape_fail(layer, f"convolution axis {p.axis} is not supported (only the channel axis 1)")
+    if len(shape) != 4:
+        shape_fail(layer, f"only 2-D convolution (4-D NCHW input) is supported; input is "
+                     f"{len(shape)}-D {list(shape)}")
+    for b in bottoms[1:]:
+        if tuple(b) != tuple(shape):
+            shape_fail(layer, f"all bottoms must share one shape; found {list(shape)} and {list(b)}")
+    if not p.has("num_output") or p.num_output <= 0:
+        shape_fail(layer, "convolution_param needs num_output > 0")
+    group = p.group
+    c = shape[1]
+    if group <= 0 or c % group or p.num_output % group:
+        shape_fail(layer, f"group {group} must divide both the input channels ({c}) and "
+                     f"num_output ({p.num_output})")
+    return p, shape, group
+
+
+def convolution_shape(layer, bottoms):
+    p, (n, c, h, w), group = _conv_common(layer, bottoms)
+    if layer.type != "Convolution" and group == 1:
+        if c <= 0:
+            shape_fail(layer, f"depthwise convolution needs input channels, found {c}")
+        group = c  # fork depthwise types: one filter group per input channel
+        if p.num_output % c:
+            shape_fail(layer, f"depthwise num_output {p.num_output} must be a multiple of the "
+                         f"input channels {c}")
+    k, s, pad, d = conv_geometry(layer)
+    out = []
+    for size, kk, ss, pp, dd in zip((h, w), k, s, pad, d):
+        ext = dd * (kk - 1) + 1
+        o = (size + 2 * pp - ext) // ss + 1
+        if o <= 0:
+            shape_fail(layer, f"kernel extent {ext} does not fit the padded input "
+                         f"{size}+2*{pp}: output would be empty")
+        out.append(o)
+    params = [(p.num_output, c // group, *k)]
+    if p.bias_term:
+        params.append((p.num_output,))
+    return [(n, p.num_output, *out)] * len(bottoms), params
+
+
+def deconvolution_shape(layer, bottoms):
+    p, (n, c, h, w), group = _conv_common(layer, bottoms)
+    k, s, pad, d = conv_geometry(layer)
+    out = []
+    for size, kk, ss, pp, dd in zip((h, w), k, s, pad, d):
+        o = ss * (size - 1) + dd * (kk - 1) + 1 - 2 * pp
+        if o <= 0:
+            shape_fail(layer, f"padding {pp} removes the whole output")
+        out.append(o)
+    params = [(c, p.num_output // group, *k)]
+    if p.bias_term:
+        params.append((p.num_output,))
+    return [(n, p.num_output, *out)] * len(bottoms), params
+
 
 DEPTHWISE_TYPES = ("DepthwiseConvolution", "ConvolutionDepthwise")
 
 
+def _in_channels(ctx):
+    """C_in: from the inferred shape, else (keras2-h5 export of a net whose shapes are
+    unknown) from the weight blob and the group count."""
+    shapes = ctx.in_shapes
+    if shapes and shapes[0] is not None:
+        return shapes[0][1]
+    p = ctx.param("convolution_param")
+    w = ctx.layer.blobs[0]
+    if ctx.layer.type in DEPTHWISE_TYPES and p.group == 1:
+        return w.shape[0] if w.shape[1] == 1 else w.shape[1]
+    return w.shape[1] * p.group
+
+
 def _groups(ctx):
     p = ctx.param("convolution_param")
-    c_in = ctx.in_shapes[0][1]
     if ctx.layer.type in DEPTHWISE_TYPES and p.group == 1:
-        return c_in  # fork depthwise types imply one group per channel
+        return _in_channels(ctx)  # fork depthwise types imply one group per channel
     return p.group
 
 
 def _is_depthwise(ctx):
-    c_in = ctx.in_shapes[0][1]
+    c_in = _in_channels(ctx)
     return _groups(ctx) == c_in and c_in > 1
 
 
@@ -28,16 +108,26 @@ def _same_padding(k, s, pad, d):
                for kk, ss, pp, dd in zip(k, s, pad, d))
 
 
-@register_weights("Convolution", *DEPTHWISE_TYPES)
 def convolution_weights(ctx):
     blobs = ctx.blobs
-    kernel = blobs[0].transpose(2, 3, 1, 0)  # Caffe OIHW -> Keras HWIO (no flip)
     if _is_depthwise(ctx):
-        c_in = ctx.in_shapes[0][1]
-        kh, kw = kernel.shape[:2]
-        # Caffe (C*m, 1, kh, kw): output c*m + j reads input c; Keras (kh, kw, C, m).
-        kernel = blobs[0].reshape(c_in, -1, kh, kw).transpose(2, 3, 0, 1)
+        kernel = layout.depthwise_kernel(blobs[0], _in_channels(ctx))
+    else:
+        kernel = layout.conv_kernel(blobs[0])
     return {ctx.name: [kernel, *blobs[1:2]]}
+
+
+def _convolution_classes(ctx):
+    if len(ctx.step.inputs) != 1:
+        return None  # one layer shared by several bottoms: depth decides its order
+    return [(ctx.name, "DepthwiseConv2D" if _is_depthwise(ctx) else "Conv2D")]
+
+
+def _convolution_k2_names(ctx, n):
+    return ["depthwise_kernel" if _is_depthwise(ctx) else "kernel", "bias"][:n]
+
+
+_CONV_FILLERS = Fillers("convolution_param", ("weight_filler", "bias_filler"))
 
 
 def _split_stride(s, d):
@@ -58,7 +148,10 @@ def _split_stride(s, d):
     return tuple(steps), tuple(strides), tuple(dils), tuple(after)
 
 
-@register_converter("Convolution", *DEPTHWISE_TYPES)
+@register_converter(
+    "Convolution", *DEPTHWISE_TYPES, weights=convolution_weights, shape=convolution_shape,
+    keras_classes=_convolution_classes, fillers=_CONV_FILLERS,
+    keras2_h5=Keras2H5(convolution_weights, _convolution_k2_names, needs_shape=False))
 def convolution(ctx):
     import keras
 
@@ -95,15 +188,31 @@ def _deconv_geometry(ctx):
     return p, k, s, pad, d
 
 
-@register_weights("Deconvolution")
 def deconvolution_weights(ctx):
     blobs = ctx.blobs
-    # Caffe (Cin, Cout/G, kh, kw) -> Keras (kh, kw, Cout/G, Cin), no flip (both layers
-    # define the same scatter of each input pixel through the kernel).
-    return {ctx.name: [blobs[0].transpose(2, 3, 1, 0), *blobs[1:2]]}
+    return {ctx.name: [layout.deconv_kernel(blobs[0]), *blobs[1:2]]}
 
 
-@register_converter("Deconvolution")
+def _deconvolution_classes(ctx):
+    if len(ctx.step.inputs) != 1:
+        return None
+    p, _, _, _, d = _deconv_geometry(ctx)
+    plain = p.group == 1 and tuple(d) == (1, 1)
+    return [(ctx.name, "Conv2DTranspose" if plain else "GroupedConv2DTranspose")]
+
+
+def _deconvolution_k2(ctx):
+    """Keras 2's Conv2DTranspose has no groups: a grouped kernel becomes the equivalent
+    full one, zero between groups."""
+    g = ctx.param("convolution_param").group
+    return {ctx.name: [layout.deconv_kernel_ungrouped(ctx.blobs[0], g), *ctx.blobs[1:2]]}
+
+
+@register_converter(
+    "Deconvolution", weights=deconvolution_weights, shape=deconvolution_shape,
+    keras_classes=_deconvolution_classes, fillers=_CONV_FILLERS,
+    keras2_h5=Keras2H5(_deconvolution_k2, lambda ctx, n: ["kernel", "bias"][:n],
+                       needs_shape=False))
 def deconvolution(ctx):
     import keras
 

@@ -9,27 +9,81 @@ import warnings
 
 import numpy as np
 
-from ...errors import CaffeFormatError, CaffeWarning
+from ... import layout
+from ...errors import CaffeWarning
+from ...shapes import (
+    canonical_axis,
+    check_bottoms,
+    shape_fail,
+)
 from ..plan import FUSED_BN_SCALE
-from ..registry import register_converter, register_weights
+from ..registry import Fillers, Keras2H5, register_converter
+
+# ---------------------------------------------------------------- shapes (Caffe NCHW)
+
+def mvn_shape(layer, bottoms):
+    # Caffe's MVN reshapes its top with the legacy 4-D accessors: (N, C, H, W), 1-padded.
+    check_bottoms(layer, bottoms, 1)
+    shape = tuple(bottoms[0])
+    if not 1 <= len(shape) <= 4:
+        shape_fail(layer, f"MVN takes 1-D to 4-D inputs (Caffe's legacy accessors), found "
+                     f"{list(shape)}")
+    return [shape + (1,) * (4 - len(shape))], []
 
 
-def _fail(ctx, msg):
-    raise CaffeFormatError(msg, path=ctx.graph.net.path, layer=ctx.layer.name)
+def lrn_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    p = layer.param("lrn_param")
+    if p.local_size % 2 == 0:
+        shape_fail(layer, f"LRN local_size must be odd, found {p.local_size}")
+    if len(bottoms[0]) != 4:
+        shape_fail(layer, f"LRN needs a 4-D input, found {list(bottoms[0])}")
+    return [tuple(bottoms[0])], []
 
 
-def keras_axis(caffe_axis, rank):
-    """Keras axis of a Caffe axis of a rank-``rank`` blob."""
-    return (0, 3, 1, 2)[caffe_axis] if rank == 4 else caffe_axis
+def _channels(shape):
+    return shape[1] if len(shape) > 1 else 1
 
 
-def caffe_axis(keras_ax, rank):
-    """Caffe axis held by a Keras axis of a rank-``rank`` blob."""
-    return (0, 2, 3, 1)[keras_ax] if rank == 4 else keras_ax
+def batch_norm_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    c = _channels(bottoms[0])
+    return [tuple(bottoms[0])], [(c,), (c,), (1,)]
 
 
-def _channel_axis(rank):
-    return -1 if rank == 4 else 1
+def _scale_shape(layer, p, shape, bottoms):
+    if len(bottoms) == 2:
+        other = tuple(bottoms[1])
+        axis = 0 if not other else canonical_axis(layer, p.axis, len(shape))
+        if tuple(shape[axis:axis + len(other)]) != other:
+            shape_fail(layer, f"second bottom {list(other)} does not match input {list(shape)} "
+                         f"from axis {axis}")
+        return other
+    axis = canonical_axis(layer, p.axis, len(shape)) if shape else 0
+    num = p.num_axes
+    if num < -1:
+        shape_fail(layer, f"num_axes must be >= -1, found {num}")
+    end = len(shape) if num == -1 else axis + num
+    if end > len(shape):
+        shape_fail(layer, f"axis {axis} + num_axes {num} exceeds the input's {len(shape)} axes")
+    return tuple(shape[axis:end])
+
+
+def scale_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1, 2)
+    p = layer.param("scale_param")
+    sshape = _scale_shape(layer, p, tuple(bottoms[0]), bottoms)
+    params = [] if len(bottoms) == 2 else [sshape]
+    if p.bias_term:
+        params.append(sshape)
+    return [tuple(bottoms[0])], params
+
+
+def bias_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1, 2)
+    p = layer.param("bias_param")
+    bshape = _scale_shape(layer, p, tuple(bottoms[0]), bottoms)
+    return [tuple(bottoms[0])], ([] if len(bottoms) == 2 else [bshape])
 
 
 # ---------------------------------------------------------------- BatchNorm (+ Scale)
@@ -51,10 +105,7 @@ def _batch_norm_layer(ctx, center, scale):
     p = ctx.param("batch_norm_param")
     shape = ctx.in_shapes[0]
     if len(shape) < 2:
-        _fail(ctx, f"BatchNorm needs a channel axis; input is {list(shape)}")
-    if p.fused_relu:
-        _fail(ctx, "batch_norm_param fused_relu is not supported; write a ReLU layer "
-                   "after the BatchNorm (and its Scale) instead")
+        ctx.fail(f"BatchNorm needs a channel axis; input is {list(shape)}")
     if p.has("use_global_stats") and not p.use_global_stats:
         warnings.warn(
             f"{ctx.graph.net.path}: layer '{ctx.layer.name}': use_global_stats is false, so "
@@ -62,21 +113,57 @@ def _batch_norm_layer(ctx, center, scale):
             f"the stored statistics at inference (as Caffe does by default), and batch "
             f"statistics when training", CaffeWarning, stacklevel=2)
     return keras.layers.BatchNormalization(
-        axis=_channel_axis(len(shape)), momentum=p.moving_average_fraction, epsilon=p.eps,
+        axis=layout.channel_axis(len(shape)), momentum=p.moving_average_fraction, epsilon=p.eps,
         center=center, scale=scale, name=ctx.name)
 
 
-@register_weights("BatchNorm")
+def _batch_norm_check(layer):
+    if layer.param("batch_norm_param").fused_relu:
+        return ("batch_norm_param fused_relu is not supported; write a ReLU layer after "
+                "the BatchNorm (and its Scale) instead")
+    return None
+
+
 def batch_norm_weights(ctx):
     return {ctx.name: list(_bn_stats(ctx))}
 
 
-@register_converter("BatchNorm")
+def _batch_norm_fresh(layer, param_shapes, rng):
+    """Mean 0, variance 1, scale factor 1: Keras's own start."""
+    c = param_shapes[0]
+    return [np.zeros(c, np.float32), np.ones(c, np.float32), np.ones((1,), np.float32)]
+
+
+def _batch_norm_k2(ctx):
+    """Keras 2's BatchNormalization always holds gamma, beta, moving mean and variance:
+    Caffe's stored sums divided by its scale factor (0 -> 0, in float32 as Caffe computes
+    it), gamma and beta from the fused Scale (1 and 0 without one)."""
+    mean, var, factor = ctx.blobs[:3]
+    f = np.float32(np.asarray(factor).reshape(-1)[0])
+    s = np.float32(0) if f == 0 else np.float32(1) / f
+    mean = np.asarray(mean, np.float32).reshape(-1) * s
+    var = np.asarray(var, np.float32).reshape(-1) * s
+    if len(ctx.nodes) > 1:
+        sc = ctx.nodes[1].layer.blobs
+        gamma = np.asarray(sc[0], np.float32).reshape(-1)
+        beta = np.asarray(sc[1], np.float32).reshape(-1) if len(sc) > 1 else \
+            np.zeros_like(gamma)
+    else:
+        gamma, beta = np.ones_like(mean), np.zeros_like(mean)
+    return {ctx.name: [gamma, beta, mean, var]}
+
+
+_BN_K2 = Keras2H5(_batch_norm_k2, lambda ctx, n: ["gamma", "beta", "moving_mean",
+                                                 "moving_variance"], needs_shape=False)
+
+
+@register_converter("BatchNorm", weights=batch_norm_weights, shape=batch_norm_shape,
+                    check=_batch_norm_check, keras_classes="BatchNormalization",
+                    fillers=_batch_norm_fresh, keras2_h5=_BN_K2)
 def batch_norm(ctx):
     return [ctx.add(_batch_norm_layer(ctx, center=False, scale=False), ctx.inputs[0])]
 
 
-@register_weights(FUSED_BN_SCALE)
 def batch_norm_scale_weights(ctx):
     mean, var = _bn_stats(ctx)
     sc = ctx.nodes[1].layer.blobs
@@ -86,7 +173,10 @@ def batch_norm_scale_weights(ctx):
     return {ctx.name: [gamma, beta, mean, var]}
 
 
-@register_converter(FUSED_BN_SCALE)
+# A step, not a Caffe type: a BatchNorm with the Scale after it (plan.py fuses them; its
+# layers' shapes, checks and fillers are those of the BatchNorm and Scale records).
+@register_converter(FUSED_BN_SCALE, weights=batch_norm_scale_weights,
+                    keras_classes="BatchNormalization", keras2_h5=_BN_K2)
 def batch_norm_scale(ctx):
     # One BatchNormalization with gamma/beta: what Keras users expect to fine-tune.
     # Without a Scale bias, beta starts at 0 (the same output).
@@ -112,7 +202,7 @@ def _learned_order(ctx, p):
     """Transpose from a Caffe-layout parameter to the Keras layer's (input axis order)."""
     rank = len(ctx.in_shapes[0])
     span = _span(ctx, p)
-    return sorted(range(len(span)), key=lambda j: keras_axis(span[j], rank))
+    return sorted(range(len(span)), key=lambda j: layout.keras_axis(span[j], rank))
 
 
 def _keras_axes(ctx, p, second_input):
@@ -120,10 +210,10 @@ def _keras_axes(ctx, p, second_input):
     rank = len(ctx.in_shapes[0])
     span = _span(ctx, p)
     if not second_input:
-        return sorted(keras_axis(c, rank) for c in span)
+        return sorted(layout.keras_axis(c, rank) for c in span)
     # The second input's Keras layout: NHWC if it is 4-D itself, else Caffe order.
     other_rank = len(span)
-    return [keras_axis(span[caffe_axis(j, other_rank)], rank)
+    return [layout.keras_axis(span[layout.caffe_axis(j, other_rank)], rank)
             for j in range(other_rank)]
 
 
@@ -134,17 +224,18 @@ def _learned(ctx, p, blob):
 
 def _check_learned(ctx, p):
     if 0 in _span(ctx, p):
-        _fail(ctx, f"a learned {ctx.layer.type} along the batch axis (axis {p.axis}) would "
-                   f"fix the batch size; a Keras model keeps it free")
+        ctx.fail(f"a learned {ctx.layer.type} along the batch axis (axis {p.axis}) would "
+                 f"fix the batch size; a Keras model keeps it free")
 
 
-@register_weights("Scale")
 def scale_weights(ctx):
     p = ctx.param("scale_param")
     return {ctx.name: [_learned(ctx, p, b) for b in ctx.blobs]}
 
 
-@register_converter("Scale")
+@register_converter("Scale", weights=scale_weights, shape=scale_shape, keras_classes="Scale",
+                    fillers=Fillers("scale_param", ("filler", "bias_filler"),
+                                    unset=("one", "zero")))
 def scale(ctx):
     from ..layers.scale import Scale
 
@@ -156,13 +247,13 @@ def scale(ctx):
     return [ctx.add(layer, list(ctx.inputs) if two else ctx.inputs[0])]
 
 
-@register_weights("Bias")
 def bias_weights(ctx):
     p = ctx.param("bias_param")
     return {ctx.name: [_learned(ctx, p, b) for b in ctx.blobs]}
 
 
-@register_converter("Bias")
+@register_converter("Bias", weights=bias_weights, shape=bias_shape, keras_classes="Bias",
+                    fillers=Fillers("bias_param", ("filler",), unset=("zero",)))
 def bias(ctx):
     from ..layers.scale import Bias
 
@@ -176,7 +267,7 @@ def bias(ctx):
 
 # ---------------------------------------------------------------- LRN and MVN
 
-@register_converter("LRN")
+@register_converter("LRN", shape=lrn_shape, keras_classes=())
 def lrn(ctx):
     from ..layers.lrn import LRNAcrossChannels, LRNWithinChannel
 
@@ -189,7 +280,7 @@ def lrn(ctx):
     return [ctx.add(layer, ctx.inputs[0])]
 
 
-@register_converter("MVN")
+@register_converter("MVN", shape=mvn_shape, keras_classes=())
 def mvn(ctx):
     import keras
 

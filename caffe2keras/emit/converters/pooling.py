@@ -5,34 +5,60 @@ past the input); CaffePooling2D otherwise.
 """
 from __future__ import annotations
 
-from ...errors import CaffeFormatError
-from ...shapes import pool_geometry
+from ...shapes import (
+    check_bottoms,
+    pool_geometry,
+    pooled_size,
+    shape_fail,
+)
 from ..registry import register_converter
+
+# ---------------------------------------------------------------- shapes (Caffe NCHW)
+
+def pooling_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    shape = bottoms[0]
+    if len(shape) != 4:
+        shape_fail(layer, f"Pooling needs a 4-D NCHW input, found {list(shape)}")
+    n, c, h, w = shape
+    k, s, pad, ceil = pool_geometry(layer, shape)
+    p = layer.param("pooling_param")
+    if p.pool == "STOCHASTIC":
+        pass  # deterministic at test time (weighted average); shape as any pooling
+    oh, ow = (pooled_size(h, k[0], s[0], pad[0], ceil), pooled_size(w, k[1], s[1], pad[1], ceil))
+    if oh <= 0 or ow <= 0:
+        shape_fail(layer, f"kernel {k} is larger than the padded input {h}x{w}")
+    tops = [(n, c, oh, ow)]
+    if len(layer.tops) == 2:  # MAX pooling's optional argmax mask
+        tops.append((n, c, oh, ow))
+    return tops, []
+
 
 _METHODS = {"MAX": "max", "AVE": "ave", "STOCHASTIC": "stochastic"}
 
 
-def _fail(ctx, msg):
-    raise CaffeFormatError(msg, path=ctx.graph.net.path, layer=ctx.layer.name)
+def _pooling_check(layer):
+    p = layer.param("pooling_param")
+    if len(layer.tops) > 1:
+        return ("Pooling's second top (the MAX argmax mask) is not supported; remove it "
+                "from the deploy prototxt")
+    if p.pool not in _METHODS:
+        return f"pool method {p.pool} is not supported (MAX, AVE or STOCHASTIC)"
+    return None
 
 
-@register_converter("Pooling")
+@register_converter("Pooling", shape=pooling_shape, check=_pooling_check, keras_classes=())
 def pooling(ctx):
     import keras
 
     from ..layers.pooling import CaffePooling2D
 
     p = ctx.param("pooling_param")
-    if len(ctx.step.outputs) > 1:
-        _fail(ctx, "Pooling's second top (the MAX argmax mask) is not supported; "
-                   "remove it from the deploy prototxt")
-    method = _METHODS.get(p.pool)
-    if method is None:
-        _fail(ctx, f"pool method {p.pool} is not supported (MAX, AVE or STOCHASTIC)")
+    method = _METHODS[p.pool]  # _pooling_check refused the others up front
     shape = ctx.in_shapes[0]
     k, s, pad, ceil = pool_geometry(ctx.layer, shape)
     if method == "stochastic" and any(pad):
-        _fail(ctx, f"STOCHASTIC pooling takes no padding (Caffe refuses it), found {pad}")
+        ctx.fail(f"STOCHASTIC pooling takes no padding (Caffe refuses it), found {pad}")
     out = ctx.out_shapes[0][2:]
     x = ctx.inputs[0]
     if p.global_pooling and method != "stochastic":

@@ -6,37 +6,72 @@ from __future__ import annotations
 
 import math
 
-from ...errors import CaffeFormatError
-from ..registry import register_converter, register_weights
+from ...shapes import (
+    check_bottoms,
+    check_rank,
+    detection_rows,
+    prior_aspect_ratios,
+    shape_fail,
+)
+from ..registry import Fillers, register_converter
+
+# ---------------------------------------------------------------- shapes (Caffe NCHW)
+
+def normalize_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    shape = tuple(bottoms[0])
+    if len(shape) < 2:
+        shape_fail(layer, f"Normalize needs at least 2 axes, found {list(shape)}")
+    shared = layer.param("norm_param").channel_shared
+    return [shape], [(1,) if shared else (shape[1],)]
 
 
-def _fail(ctx, msg):
-    raise CaffeFormatError(msg, path=ctx.graph.net.path, position=ctx.layer.position or None,
-                           layer=ctx.layer.name)
+def prior_box_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 2)
+    p = layer.param("prior_box_param")
+    if not p.min_size:
+        shape_fail(layer, "prior_box_param needs min_size")
+    if p.max_size and len(p.max_size) != len(p.min_size):
+        shape_fail(layer, f"{len(p.max_size)} max_size values for {len(p.min_size)} min_size")
+    if any(not ar > 0 for ar in p.aspect_ratio):
+        shape_fail(layer, f"aspect_ratio values must be positive, found {list(p.aspect_ratio)}")
+    check_rank(layer, bottoms[0], 4, "feature map (first bottom)")
+    num = len(prior_aspect_ratios(p)) * len(p.min_size) + len(p.max_size)
+    h, w = bottoms[0][2], bottoms[0][3]
+    return [(1, 2, h * w * num * 4)], []
+
+
+def detection_output_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 3, 4)
+    p = layer.param("detection_output_param")
+    if not p.has("num_classes"):
+        shape_fail(layer, "detection_output_param needs num_classes")
+    return [(bottoms[0][0], detection_rows(layer, bottoms), 7)], []
 
 
 # ---------------------------------------------------------------------------- Normalize
 
-@register_weights("Normalize")
 def normalize_weights(ctx):
     p = ctx.param("norm_param")
     scale = ctx.blobs[0].reshape(-1)
     want = 1 if p.channel_shared else ctx.in_shapes[0][1]
     if scale.size != want:
-        _fail(ctx, f"Normalize scale has {scale.size} values, expected {want} "
-                   f"(channel_shared: {str(p.channel_shared).lower()})")
+        ctx.fail(f"Normalize scale has {scale.size} values, expected {want} "
+                 f"(channel_shared: {str(p.channel_shared).lower()})")
     return {ctx.name: [scale]}
 
 
-@register_converter("Normalize")
+@register_converter(
+    "Normalize", weights=normalize_weights, shape=normalize_shape, keras_classes="Normalize",
+    fillers=Fillers("norm_param", ("scale_filler",), unset=("one",)))
 def normalize(ctx):
     from ..layers.ssd import Normalize
 
     p = ctx.param("norm_param")
     shape = ctx.in_shapes[0]
     if len(shape) > 4:
-        _fail(ctx, f"Normalize takes at most 4-D inputs (Caffe's legacy channels/height/"
-                   f"width), found {list(shape)}")
+        ctx.fail(f"Normalize takes at most 4-D inputs (Caffe's legacy channels/height/"
+                 f"width), found {list(shape)}")
     # fresh values come from the prototxt's scale_filler (fillers.py)
     layer = Normalize(across_spatial=p.across_spatial, channel_shared=p.channel_shared,
                       eps=p.eps, axis=-1 if len(shape) == 4 else 1, name=ctx.name)
@@ -49,14 +84,14 @@ def _hw_setting(ctx, p, one, h, w):
     """(h, w) from ``one`` or from ``h`` and ``w`` (not both), positive; None if unset."""
     if p.has(h) or p.has(w):
         if p.has(one):
-            _fail(ctx, f"give either {one} or {h}/{w}, not both")
+            ctx.fail(f"give either {one} or {h}/{w}, not both")
         hw = (getattr(p, h), getattr(p, w))
         if min(hw) <= 0:
-            _fail(ctx, f"{h} and {w} must be positive, found {list(hw)}")
+            ctx.fail(f"{h} and {w} must be positive, found {list(hw)}")
         return hw
     if p.has(one):
         if getattr(p, one) <= 0:
-            _fail(ctx, f"{one} must be positive")
+            ctx.fail(f"{one} must be positive")
         return (getattr(p, one), getattr(p, one))
     return None
 
@@ -67,17 +102,17 @@ def _prior_box_config(ctx):
     mins = [float(v) for v in p.min_size]
     maxs = [float(v) for v in p.max_size]
     if not mins or min(mins) <= 0:
-        _fail(ctx, f"prior_box_param needs positive min_size values, found {mins}")
+        ctx.fail(f"prior_box_param needs positive min_size values, found {mins}")
     if maxs and (len(maxs) != len(mins) or any(b <= a for a, b in zip(mins, maxs))):
-        _fail(ctx, f"max_size {maxs} must give one value per min_size {mins}, each larger")
+        ctx.fail(f"max_size {maxs} must give one value per min_size {mins}, each larger")
     var = [float(v) for v in p.variance]
     if len(var) not in (0, 1, 4) or any(v <= 0 for v in var):
-        _fail(ctx, f"variance takes 1 or 4 positive values, found {var}")
+        ctx.fail(f"variance takes 1 or 4 positive values, found {var}")
     image_hw = _hw_setting(ctx, p, "img_size", "img_h", "img_w")
     if image_hw is None:
         if len(ctx.in_shapes) < 2 or len(ctx.in_shapes[1]) < 4:
-            _fail(ctx, "without img_size (or img_h/img_w) PriorBox takes the image size from "
-                       "a second, 4-D bottom")
+            ctx.fail("without img_size (or img_h/img_w) PriorBox takes the image size from "
+                     "a second, 4-D bottom")
         image_hw = tuple(ctx.in_shapes[1][2:4])
     # no step: Caffe divides the image size by the feature map size
     step_hw = _hw_setting(ctx, p, "step", "step_h", "step_w") or (0.0, 0.0)
@@ -89,7 +124,7 @@ def _prior_box_config(ctx):
             "offset": p.offset}
 
 
-@register_converter("PriorBox")
+@register_converter("PriorBox", shape=prior_box_shape, keras_classes=())
 def prior_box(ctx):
     from ..layers.ssd import PriorBox
 
@@ -102,26 +137,26 @@ def prior_box(ctx):
 def _detection_output_config(ctx):
     p = ctx.param("detection_output_param")
     if not p.has("num_classes") or p.num_classes <= 0:
-        _fail(ctx, "detection_output_param needs num_classes > 0")
+        ctx.fail("detection_output_param needs num_classes > 0")
     c = p.num_classes
     num_loc = 1 if p.share_location else c
     loc_shape, conf_shape, prior_shape = ctx.in_shapes[:3]
     if len(prior_shape) < 3 or prior_shape[2] % 4:
-        _fail(ctx, f"the prior bottom must be (1, 2, num_priors*4) as PriorBox makes it, "
-                   f"found {list(prior_shape)}")
+        ctx.fail(f"the prior bottom must be (1, 2, num_priors*4) as PriorBox makes it, "
+                 f"found {list(prior_shape)}")
     priors = prior_shape[2] // 4
     if math.prod(loc_shape[1:]) != priors * num_loc * 4:
-        _fail(ctx, f"{priors} priors x {num_loc} location classes x 4 = "
-                   f"{priors * num_loc * 4} location values expected, the loc bottom "
-                   f"{list(loc_shape)} has {math.prod(loc_shape[1:])}")
+        ctx.fail(f"{priors} priors x {num_loc} location classes x 4 = "
+                 f"{priors * num_loc * 4} location values expected, the loc bottom "
+                 f"{list(loc_shape)} has {math.prod(loc_shape[1:])}")
     if math.prod(conf_shape[1:]) != priors * c:
-        _fail(ctx, f"{priors} priors x {c} classes = {priors * c} confidences expected, the "
-                   f"conf bottom {list(conf_shape)} has {math.prod(conf_shape[1:])}")
+        ctx.fail(f"{priors} priors x {c} classes = {priors * c} confidences expected, the "
+                 f"conf bottom {list(conf_shape)} has {math.prod(conf_shape[1:])}")
     nms = p.nms_param  # weiliu89's Caffe applies NMS with these defaults when it is unset
     if nms.nms_threshold < 0:
-        _fail(ctx, f"nms_threshold must be non-negative, found {nms.nms_threshold}")
+        ctx.fail(f"nms_threshold must be non-negative, found {nms.nms_threshold}")
     if not 0 < nms.eta <= 1:
-        _fail(ctx, f"nms eta must be in (0, 1], found {nms.eta}")
+        ctx.fail(f"nms eta must be in (0, 1], found {nms.eta}")
     return {"num_classes": c, "num_priors": priors, "share_location": p.share_location,
             "background_label_id": p.background_label_id, "code_type": p.code_type,
             "variance_encoded_in_target": p.variance_encoded_in_target,
@@ -145,7 +180,8 @@ def _caffe_flat(ctx, tensor, shape, what):
     return tensor
 
 
-@register_converter("DetectionOutput")
+@register_converter("DetectionOutput", shape=detection_output_shape,
+                    keras_classes=())
 def detection_output(ctx):
     from ..layers.ssd import DetectionOutput
 

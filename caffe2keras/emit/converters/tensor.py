@@ -10,43 +10,159 @@ transpose.
 """
 from __future__ import annotations
 
-from ...errors import CaffeFormatError
+import math
+
+from ...layout import NCHW_TO_NHWC, NHWC_TO_NCHW, keras_axis, keras_shape, same_memory_order
 from ...proto.schema import ENUMS
-from ...shapes import canonical_axis, crop_offsets, permute_order, reshape_target, slice_points
-from ..registry import register_converter
+from ...shapes import (
+    canonical_axis,
+    check_bottoms,
+    crop_offsets,
+    permute_order,
+    reshape_target,
+    shape_fail,
+    slice_points,
+)
+from ..registry import register_converter, register_shape
 
-NCHW_TO_NHWC = (0, 2, 3, 1)   # keras = caffe.transpose(NCHW_TO_NHWC)
-NHWC_TO_NCHW = (0, 3, 1, 2)   # caffe = keras.transpose(NHWC_TO_NCHW)
+# ---------------------------------------------------------------- shapes (Caffe NCHW)
+
+def softmax_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    canonical_axis(layer, layer.param("softmax_param").axis, len(bottoms[0]))
+    return [tuple(bottoms[0])], []
 
 
-def keras_axis(axis: int, ndim: int) -> int:
-    """The Keras axis of Caffe axis ``axis`` (already canonical) of an ``ndim``-D blob."""
-    return NHWC_TO_NCHW[axis] if ndim == 4 else axis
+def eltwise_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 2, 1 << 30)
+    p = layer.param("eltwise_param")
+    for b in bottoms[1:]:
+        if tuple(b) != tuple(bottoms[0]):
+            shape_fail(layer, f"Eltwise inputs must share one shape; found {list(bottoms[0])} "
+                         f"and {list(b)}")
+    if p.coeff and (p.operation != "SUM" or len(p.coeff) != len(bottoms)):
+        shape_fail(layer, f"Eltwise coeff needs operation SUM and one value per bottom "
+                     f"({len(bottoms)}), found {len(p.coeff)}")
+    return [tuple(bottoms[0])], []
 
 
-def keras_shape(shape):
-    """Keras layout of a Caffe shape (4-D NCHW -> NHWC; other ranks unchanged)."""
-    s = tuple(shape)
-    return (s[0], s[2], s[3], s[1]) if len(s) == 4 else s
+def concat_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1, 1 << 30)
+    p = layer.param("concat_param")
+    ref = tuple(bottoms[0])
+    axis = p.concat_dim if p.has("concat_dim") and not p.has("axis") else p.axis
+    axis = canonical_axis(layer, axis, len(ref))
+    total = 0
+    for b in bottoms:
+        if len(b) != len(ref) or any(x != y for i, (x, y) in enumerate(zip(b, ref)) if i != axis):
+            shape_fail(layer, f"Concat inputs must match except on axis {axis}; found "
+                         f"{list(ref)} and {list(b)}")
+        total += b[axis]
+    return [ref[:axis] + (total,) + ref[axis + 1:]], []
 
 
-def same_memory_order(shape) -> bool:
-    """Whether a 4-D Caffe shape lists its values in the same order as NCHW and NHWC
-    (one channel, or 1x1 maps): its layout change is a mere reshape."""
-    return len(shape) != 4 or shape[1] == 1 or shape[2] * shape[3] == 1
+def slice_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    shape = tuple(bottoms[0])
+    axis, ranges = slice_points(layer, shape)
+    return [shape[:axis] + (b - a,) + shape[axis + 1:] for a, b in ranges], []
+
+
+def split_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    return [tuple(bottoms[0])] * len(layer.tops), []
+
+
+def crop_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 2)
+    shape, ref = tuple(bottoms[0]), tuple(bottoms[1])
+    if len(shape) != len(ref):
+        shape_fail(layer, f"Crop inputs differ in rank: {list(shape)} and {list(ref)}")
+    axis, _ = crop_offsets(layer, shape, ref)
+    return [shape[:axis] + ref[axis:]], []
+
+
+def flatten_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    p = layer.param("flatten_param")
+    shape = tuple(bottoms[0])
+    a = canonical_axis(layer, p.axis, len(shape))
+    e = canonical_axis(layer, p.end_axis, len(shape), "end_axis")
+    if e < a:
+        shape_fail(layer, f"end_axis {p.end_axis} comes before axis {p.axis}")
+    return [shape[:a] + (math.prod(shape[a:e + 1]),) + shape[e + 1:]], []
+
+
+def reshape_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    return [reshape_target(layer, tuple(bottoms[0]))], []
+
+
+def permute_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    shape = tuple(bottoms[0])
+    return [tuple(shape[i] for i in permute_order(layer, len(shape)))], []
+
+
+def argmax_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    p = layer.param("argmax_param")
+    shape = tuple(bottoms[0])
+    if not shape:
+        shape_fail(layer, "ArgMax needs an input with at least one axis")
+    if p.has("axis"):
+        axis = canonical_axis(layer, p.axis, len(shape))
+        if p.top_k > shape[axis]:
+            shape_fail(layer, f"top_k {p.top_k} exceeds axis {axis} of size {shape[axis]}")
+        out = list(shape)
+        out[axis] = p.top_k
+        return [tuple(out)], []
+    if p.top_k > math.prod(shape[1:]):
+        shape_fail(layer, f"top_k {p.top_k} exceeds the {math.prod(shape[1:])} values per item")
+    out = [1] * max(3, len(shape))
+    out[0] = shape[0]
+    out[2] = p.top_k
+    if p.out_max_val:
+        out[1] = 2
+    return [tuple(out)], []
+
+
+def reduction_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    shape = tuple(bottoms[0])
+    axis = canonical_axis(layer, layer.param("reduction_param").axis, len(shape))
+    return [shape[:axis]], []
+
+
+def tile_shape(layer, bottoms):
+    check_bottoms(layer, bottoms, 1)
+    p = layer.param("tile_param")
+    shape = list(bottoms[0])
+    axis = canonical_axis(layer, p.axis, len(shape))
+    if p.tiles <= 0:
+        shape_fail(layer, f"tiles must be positive, found {p.tiles}")
+    shape[axis] *= p.tiles
+    return [tuple(shape)], []
+
+
+def silence_shape(layer, bottoms):
+    return [], []
+
+
+# Shapes known, no converter: a net with a Parameter layer is listed as unsupported.
+@register_shape("Parameter")
+def parameter_shape(layer, bottoms):
+    shape = tuple(int(d) for d in layer.param("parameter_param").shape.dim)
+    return [shape], [shape]
 
 
 def _enum(ctx, value, enum):
     if isinstance(value, int):
         names = {v: k for k, v in ENUMS[enum].items()}
         if value not in names:
-            _fail(ctx, f"unknown {enum} value {value}")
+            ctx.fail(f"unknown {enum} value {value}")
         return names[value]
     return value
-
-
-def _fail(ctx, message):
-    raise CaffeFormatError(message, path=ctx.graph.net.path, layer=ctx.layer.name)
 
 
 def _run(ctx, x, makers):
@@ -69,12 +185,12 @@ def _undone(x, perm):
     restores it, else None."""
     import keras
 
+    from ...keras_compat import producer, producing_node
     from ..layers.tensor import Transpose
 
     try:
-        history = x._keras_history
-        layer = history.operation
-        inputs = layer._inbound_nodes[history.node_index].input_tensors
+        layer = producer(x)
+        inputs = producing_node(x).input_tensors
     except (AttributeError, IndexError, TypeError):
         return None
     if type(layer) is keras.layers.Permute:
@@ -141,7 +257,7 @@ def _reshape_makers(src, dst, spec=None):
 
 # -- merging and splitting ------------------------------------------------------------
 
-@register_converter("Eltwise")
+@register_converter("Eltwise", shape=eltwise_shape, keras_classes=())
 def eltwise(ctx):
     import keras
 
@@ -151,7 +267,7 @@ def eltwise(ctx):
     op = _enum(ctx, p.operation, "EltwiseOp")
     coeff = [float(c) for c in p.coeff]
     if coeff and op != "SUM":
-        _fail(ctx, f"Eltwise coeff applies to SUM only, found operation {op}")
+        ctx.fail(f"Eltwise coeff applies to SUM only, found operation {op}")
     if op == "SUM" and coeff and any(c != 1 for c in coeff):
         layer = WeightedSum(coeff, name=ctx.name)
     elif op == "SUM":
@@ -161,11 +277,11 @@ def eltwise(ctx):
     elif op == "MAX":
         layer = keras.layers.Maximum(name=ctx.name)
     else:
-        _fail(ctx, f"unknown Eltwise operation {op}")
+        ctx.fail(f"unknown Eltwise operation {op}")
     return [ctx.add(layer, list(ctx.inputs))]
 
 
-@register_converter("Concat")
+@register_converter("Concat", shape=concat_shape, keras_classes=())
 def concat(ctx):
     import keras
 
@@ -179,7 +295,7 @@ def concat(ctx):
     return [ctx.add(layer, list(ctx.inputs))]
 
 
-@register_converter("Slice")
+@register_converter("Slice", shape=slice_shape, keras_classes=())
 def slice_(ctx):
     from ..layers.tensor import Slice
 
@@ -191,17 +307,17 @@ def slice_(ctx):
     return list(outs)
 
 
-@register_converter("Split")
+@register_converter("Split", shape=split_shape, keras_classes=())
 def split(ctx):
     return [ctx.inputs[0]] * len(ctx.step.outputs)
 
 
-@register_converter("Silence")
+@register_converter("Silence", shape=silence_shape, keras_classes=())
 def silence(ctx):
     return []
 
 
-@register_converter("Crop")
+@register_converter("Crop", shape=crop_shape, keras_classes=())
 def crop(ctx):
     import keras
 
@@ -221,7 +337,7 @@ def crop(ctx):
 
 # -- reshaping ------------------------------------------------------------------------
 
-@register_converter("Flatten")
+@register_converter("Flatten", shape=flatten_shape, keras_classes=())
 def flatten(ctx):
     p = ctx.param("flatten_param")
     src, dst = ctx.in_shapes[0], ctx.out_shapes[0]
@@ -231,7 +347,7 @@ def flatten(ctx):
     return [_run(ctx, ctx.inputs[0], _reshape_makers(src, dst, spec))]
 
 
-@register_converter("Reshape")
+@register_converter("Reshape", shape=reshape_shape, keras_classes=())
 def reshape(ctx):
     """A reshape that keeps the input's size on axis 0 keeps the batch axis (at the
     declared batch size it is exactly Caffe's; at other sizes it is what a net declared
@@ -246,7 +362,7 @@ def reshape(ctx):
     return [_run(ctx, ctx.inputs[0], _reshape_makers(src, dst, spec))]
 
 
-@register_converter("Permute")
+@register_converter("Permute", shape=permute_shape, keras_classes=())
 def permute(ctx):
     src = ctx.in_shapes[0]
     nd = len(src)
@@ -261,7 +377,7 @@ def permute(ctx):
 
 # -- per-axis computations ------------------------------------------------------------
 
-@register_converter("Softmax")
+@register_converter("Softmax", shape=softmax_shape, keras_classes=())
 def softmax(ctx):
     import keras
 
@@ -271,7 +387,7 @@ def softmax(ctx):
                     ctx.inputs[0])]
 
 
-@register_converter("ArgMax")
+@register_converter("ArgMax", shape=argmax_shape, keras_classes=())
 def argmax(ctx):
     from ..layers.tensor import ArgMax
 
@@ -292,7 +408,7 @@ def argmax(ctx):
     return [_run(ctx, x, makers)]
 
 
-@register_converter("Reduction")
+@register_converter("Reduction", shape=reduction_shape, keras_classes=())
 def reduction(ctx):
     from ..layers.tensor import Reduction
 
@@ -313,7 +429,7 @@ def reduction(ctx):
     return [_run(ctx, ctx.inputs[0], makers)]
 
 
-@register_converter("Tile")
+@register_converter("Tile", shape=tile_shape, keras_classes=())
 def tile(ctx):
     from ..layers.tensor import Tile
 
@@ -321,5 +437,5 @@ def tile(ctx):
     nd = len(ctx.in_shapes[0])
     axis = canonical_axis(ctx.layer, p.axis, nd)
     if p.tiles <= 0:
-        _fail(ctx, f"tile_param tiles must be positive, found {p.tiles}")
+        ctx.fail(f"tile_param tiles must be positive, found {p.tiles}")
     return [ctx.add(Tile(keras_axis(axis, nd), p.tiles, name=ctx.name), ctx.inputs[0])]

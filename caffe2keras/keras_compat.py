@@ -1,0 +1,217 @@
+"""Every Keras internal caffe2keras relies on, in one place, with the versions they need.
+
+Keras's public API covers building and running models; a few things this project does
+need its private modules (``keras.src``) or private attributes: the save walk that tells
+where each variable goes in a ``.weights.h5`` (weights export without building the
+model), deferred variables (building a model without allocating its weights), the
+serializer (writing a ``.keras`` config ourselves) and a tensor's producing layer (graph
+walks). Each is wrapped here, so a Keras release that moves one breaks one function,
+and ``check_keras()`` says which Keras is too old instead of an AttributeError deep down.
+
+KERAS_FLOOR is the oldest Keras the test suite runs against (CI installs exactly it for
+one extra run); pyproject.toml's ``keras>=`` says the same. Older releases fail the
+suite: 3.6-3.10 reject Conv2DTranspose(output_padding=0), which Caffe's deconvolution
+size needs; 3.11 refuses a model with an input only a Crop's shape reads ("inputs not
+connected to outputs"). 3.12-3.14 are untested, so the floor is the release tested.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import sys
+
+KERAS_FLOOR = (3, 15, 1)
+
+
+def keras_version() -> tuple:
+    """The installed Keras version as a tuple of ints ((0,) when unknown)."""
+    try:
+        text = importlib.metadata.version("keras")
+    except importlib.metadata.PackageNotFoundError:
+        return (0,)
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def keras_version_string() -> str:
+    try:
+        return importlib.metadata.version("keras")
+    except importlib.metadata.PackageNotFoundError:
+        return "3"
+
+
+def check_keras(what="caffe2keras"):
+    """Raise ImportError naming the floor when the installed Keras is older than it."""
+    have = keras_version()
+    if have < KERAS_FLOOR:
+        floor = ".".join(map(str, KERAS_FLOOR))
+        raise ImportError(f"{what} needs keras>={floor}, found {keras_version_string()}; "
+                          f"pip install -U 'keras>={floor}'")
+
+
+# ------------------------------------------------------------------ symbolic graph
+
+def keras_history(tensor):
+    """(operation, node index, tensor index) of the layer call that produced a symbolic
+    tensor; None for anything else."""
+    return getattr(tensor, "_keras_history", None)
+
+
+def is_symbolic(value) -> bool:
+    return hasattr(value, "_keras_history")
+
+
+def producer(tensor):
+    """The layer (operation) that produced a symbolic tensor (an Input layer for inputs)."""
+    return tensor._keras_history.operation
+
+
+def producing_node(tensor):
+    """The call node that produced a symbolic tensor."""
+    op, index, _ = tensor._keras_history
+    return op._inbound_nodes[index]
+
+
+def inbound_nodes(operation) -> list:
+    """The call nodes of a layer (one per call)."""
+    return operation._inbound_nodes
+
+
+# ------------------------------------------------------------------ variables
+
+def is_variable(value) -> bool:
+    """Whether ``value`` is a Keras variable of any backend (before Keras 3.7,
+    ``keras.Variable`` was a separate export class the backends' variables did not
+    subclass)."""
+    try:
+        from keras.src.backend.common.variables import KerasVariable
+    except ImportError:
+        import keras
+
+        return isinstance(value, keras.Variable)
+    return isinstance(value, KerasVariable)
+
+
+@contextlib.contextmanager
+def stateless_variables():
+    """Variables created inside are deferred: none is allocated or initialised (their
+    ``.value`` is computed from their initializer on demand). Yields the scope, which
+    holds the values assigned inside it."""
+    import keras
+    from keras.src.backend.common import global_state
+
+    pending = global_state.get_global_attribute("uninitialized_variables")
+    try:
+        with keras.StatelessScope(initialize_variables=False) as scope:
+            yield scope
+    finally:
+        # forget our deferred variables: a later StatelessScope must not allocate them
+        global_state.set_global_attribute("uninitialized_variables", pending)
+
+
+def initial_value(var, scope=None):
+    """A variable's value as numpy: assigned in ``scope`` if it was, else drawn from its
+    initializer (a deferred variable has no value of its own)."""
+    import keras
+
+    value = scope.get_current_value(var) if scope is not None else None
+    if value is None:
+        value = var._initializer(var.shape, var.dtype)
+    return keras.ops.convert_to_numpy(value)
+
+
+# ------------------------------------------------------------------ saving
+
+def saved_variables(model):
+    """[(group path, key, value, group name)] in the order Keras's own ``save_weights``
+    would write them into a ``.weights.h5``: its save walk, run on a store that only
+    records. ``group name`` is the layer name Keras records on the group (3.6+)."""
+    check_keras("reading the .weights.h5 layout")
+    from keras.src.saving import saving_lib
+
+    class Recorder(saving_lib.H5IOStore):
+        def __init__(self):  # no file: only remember what would be written where
+            self.rows = []
+            self.where = None
+            self.name = None
+
+        def __bool__(self):
+            return True
+
+        def make(self, path, metadata=None):
+            self.where = path
+            self.name = (metadata or {}).get("name")
+            return self
+
+        def __setitem__(self, key, value):
+            self.rows.append((self.where, key, value, self.name))
+
+        def close(self):
+            pass
+
+    store = Recorder()
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                           visited_saveables=set())
+    return store.rows
+
+
+@contextlib.contextmanager
+def weights_via_temp_file():
+    """Keras builds model.weights.h5 in a BytesIO (a second full copy of the weights)
+    whenever it thinks memory suffices, and streams it through a temp file otherwise.
+    For 500 MB+ models we always want the temp file. If a Keras version lacks the hook,
+    saving still works, just with its default buffering."""
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:
+        yield
+        return
+    original = getattr(saving_lib, "is_memory_sufficient", None)
+    if original is None:
+        yield
+        return
+    saving_lib.is_memory_sufficient = lambda model: False
+    try:
+        yield
+    finally:
+        saving_lib.is_memory_sufficient = original
+
+
+def serialize_model(model) -> dict:
+    """The config Keras's saver writes to config.json."""
+    from keras.src.saving.serialization_lib import ObjectSharingScope, serialize_keras_object
+
+    with ObjectSharingScope(), _without_tensorflow_probe():
+        return serialize_keras_object(model)
+
+
+@contextlib.contextmanager
+def _without_tensorflow_probe():
+    """Keras's serializer imports TensorFlow, if installed, to check for TF objects (2-3 s
+    on the JAX or torch backend). A config holds TF objects only if TF is loaded."""
+    try:
+        from keras.src.utils import module_utils
+        lazy = module_utils.tensorflow
+        before = lazy._available
+    except (ImportError, AttributeError):
+        yield
+        return
+    if "tensorflow" in sys.modules or before is not None:
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = before
+
+
+def legacy_h5_loader():
+    """Keras's legacy (Keras 2) HDF5 weights module: ``load_weights_from_hdf5_group_by_name``
+    and ``load_attributes_from_hdf5_group`` (the tests load keras2-h5 files with it)."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    return legacy_h5_format

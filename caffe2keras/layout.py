@@ -1,0 +1,121 @@
+"""The one place for Caffe's layout versus Keras's, and the pure weight-kernel transforms.
+
+Convention: a 4-D Caffe blob (N, C, H, W) is NHWC in Keras, i.e. ``caffe.transpose(0, 2,
+3, 1)``; a blob of any other rank keeps Caffe's axis order. Everything here is numpy (or
+plain tuples) and needs no Keras: converters, weights functions, weight export,
+keras2-h5, verify and the tests all use these same functions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NCHW_TO_NHWC = (0, 2, 3, 1)   # keras = caffe.transpose(NCHW_TO_NHWC)
+NHWC_TO_NCHW = (0, 3, 1, 2)   # caffe = keras.transpose(NHWC_TO_NCHW)
+OIHW_TO_HWIO = (2, 3, 1, 0)   # Caffe conv kernel -> Keras Conv2D kernel
+
+
+# ------------------------------------------------------------------ axes and shapes
+
+def keras_axis(caffe_axis: int, ndim: int) -> int:
+    """The Keras axis holding Caffe axis ``caffe_axis`` (canonical, >= 0) of an
+    ``ndim``-D blob."""
+    return NHWC_TO_NCHW[caffe_axis] if ndim == 4 else caffe_axis
+
+
+def caffe_axis(keras_ax: int, ndim: int) -> int:
+    """The Caffe axis held by Keras axis ``keras_ax`` (canonical, >= 0) of an ``ndim``-D
+    blob."""
+    return NCHW_TO_NHWC[keras_ax] if ndim == 4 else keras_ax
+
+
+def keras_order(ndim: int) -> list:
+    """Caffe axis held by each Keras axis of an ``ndim``-D blob."""
+    return list(NCHW_TO_NHWC) if ndim == 4 else list(range(ndim))
+
+
+def channel_axis(ndim: int) -> int:
+    """Keras axis of Caffe's channel axis (1): last for 4-D blobs, else 1."""
+    return -1 if ndim == 4 else 1
+
+
+def keras_shape(shape) -> tuple:
+    """Keras layout of a Caffe shape (4-D NCHW -> NHWC; other ranks unchanged)."""
+    s = tuple(shape)
+    return (s[0], s[2], s[3], s[1]) if len(s) == 4 else s
+
+
+def caffe_shape(shape) -> tuple:
+    """Caffe layout of a Keras shape (4-D NHWC -> NCHW; other ranks unchanged)."""
+    s = tuple(shape)
+    return (s[0], s[3], s[1], s[2]) if len(s) == 4 else s
+
+
+def same_memory_order(shape) -> bool:
+    """Whether a 4-D Caffe shape lists its values in the same order as NCHW and NHWC
+    (one channel, or 1x1 maps): its layout change is a mere reshape."""
+    return len(shape) != 4 or shape[1] == 1 or shape[2] * shape[3] == 1
+
+
+# ------------------------------------------------------------------ blobs
+
+def to_keras(blob) -> np.ndarray:
+    """A Caffe blob (NCHW if 4-D) in Keras's layout."""
+    a = np.asarray(blob)
+    return a.transpose(NCHW_TO_NHWC) if a.ndim == 4 else a
+
+
+def to_caffe(tensor) -> np.ndarray:
+    """A Keras tensor value (NHWC if 4-D) in Caffe's layout."""
+    a = np.asarray(tensor)
+    return a.transpose(NHWC_TO_NCHW) if a.ndim == 4 else a
+
+
+# ------------------------------------------------------------------ weight kernels
+
+def conv_kernel(w) -> np.ndarray:
+    """Caffe Convolution (C_out, C_in/g, kh, kw) -> Keras Conv2D (kh, kw, C_in/g, C_out).
+    No flip: both compute a cross-correlation. Grouped: Conv2D(groups=g)'s own layout."""
+    return np.asarray(w).transpose(OIHW_TO_HWIO)
+
+
+def depthwise_kernel(w, in_channels: int) -> np.ndarray:
+    """Caffe depthwise (C*m, 1, kh, kw), output c*m + j reading input c -> Keras
+    DepthwiseConv2D (kh, kw, C, m)."""
+    w = np.asarray(w)
+    return w.reshape(in_channels, -1, *w.shape[2:]).transpose(2, 3, 0, 1)
+
+
+def deconv_kernel(w) -> np.ndarray:
+    """Caffe Deconvolution (C_in, C_out/g, kh, kw) -> Keras (kh, kw, C_out/g, C_in).
+    No flip: both layers scatter each input pixel through the kernel the same way."""
+    return np.asarray(w).transpose(OIHW_TO_HWIO)
+
+
+def deconv_kernel_ungrouped(w, groups: int) -> np.ndarray:
+    """A grouped Caffe Deconvolution (C_in, C_out/g, kh, kw) as the equivalent full
+    Conv2DTranspose kernel (kh, kw, C_out, C_in), zero between groups."""
+    w = np.asarray(w)
+    if groups == 1:
+        return deconv_kernel(w)
+    c_in, co_g = w.shape[:2]
+    ci_g = c_in // groups
+    kernel = np.zeros((*w.shape[2:], co_g * groups, c_in), dtype=w.dtype)
+    for j in range(groups):
+        kernel[:, :, j * co_g:(j + 1) * co_g, j * ci_g:(j + 1) * ci_g] = \
+            deconv_kernel(w[j * ci_g:(j + 1) * ci_g])
+    return kernel
+
+
+def dense_kernel_after_conv(w, chw) -> np.ndarray:
+    """InnerProduct (N, C*H*W) after a 4-D blob -> Dense kernel (H*W*C, N): Keras's
+    Flatten walks the NHWC tensor in H, W, C order where Caffe walks C, H, W, so the
+    kernel rows are permuted to match (the tensor itself needs no transpose)."""
+    w = np.asarray(w)
+    n = w.shape[0]
+    c, h, wd = chw
+    return w.reshape(n, c, h, wd).transpose(2, 3, 1, 0).reshape(h * wd * c, n)
+
+
+def dense_kernel(w) -> np.ndarray:
+    """InnerProduct (N, K) -> Dense kernel (K, N)."""
+    return np.asarray(w).T
