@@ -364,8 +364,3 @@ __all__ = [
     "infer_node",
     "load_graph",
 ]
-
-
-# Fork detection heads keep their shape functions beside their converters (Keras-free);
-# imported last, as the converters package imports this module.
-from .emit.converters import detect as _detect_shapes  # noqa: F401

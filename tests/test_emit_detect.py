@@ -446,6 +446,11 @@ def test_yolov3_net_converts_saves_and_loads(tmp_path):
     model.save(tmp_path / "y.keras")
     again = _numpy(keras.saving.load_model(tmp_path / "y.keras")(feed)["det"])
     np.testing.assert_array_equal(got, again)
+    path.write_text(YOLO_NET.replace("nms_threshold: 0.45", "nms_threshold: 1.5"))
+    assert describe(load_graph(path))["unsupported"] == [{
+        "layer": "det", "type": "Yolov3DetectionOutput",
+        "reason": "nms_threshold 1.5 > 1 switches NMS off (every class of every box becomes "
+                  "a row): not supported"}]
     with pytest.raises(caffe2keras.CaffeFormatError, match="mask_group_num"):
         path.write_text(YOLO_NET.replace("mask_group_num: 2", "mask_group_num: 3"))
         load_graph(path)
