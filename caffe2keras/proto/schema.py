@@ -181,6 +181,13 @@ message LayerParameter
   1152 relu6_param ReLU6Parameter
   1153 dense_image_data_param DenseImageDataParameter
   1154 bn_param BNParameter
+  1170 roi_pooling_param ROIPoolingParameter
+  1171 psroi_pooling_param PSROIPoolingParameter
+  1172 reorg_param ReorgParameter
+  1173 region_param RegionParameter
+  1174 proposal_param ProposalParameter
+  1175 yolov3_detection_output_param Yolov3DetectionOutputParameter
+  1176 yolo_detection_output_param YoloDetectionOutputParameter
 
 message OpenParameter open
 
@@ -624,6 +631,61 @@ message BNParameter
   11 moving_average bool = false
   12 decay float = 0.05
   13 axis int32 = 1
+
+# rbgirshick/caffe-fast-rcnn
+message ROIPoolingParameter
+  1 pooled_h uint32 = 0
+  2 pooled_w uint32 = 0
+  3 spatial_scale float = 1
+
+# daijifeng001/caffe-rfcn
+message PSROIPoolingParameter
+  1 spatial_scale float
+  2 output_dim int32
+  3 group_size int32
+
+# gklz1982/caffe-yolov2, eric612/MobileNet-YOLO
+message ReorgParameter
+  1 stride uint32
+  2 reverse bool = false
+
+# openvinotoolkit/training_toolbox_caffe
+message RegionParameter
+  1 classes uint32 = 20
+  2 coords uint32 = 4
+  3 num uint32 = 5
+
+# brocolli-caffe (the build in ../shared/tools)
+message ProposalParameter
+  1 feat_stride uint32 = 16
+  2 base_size uint32 = 16
+  3 min_size uint32 = 16
+  4 ratio float*
+  5 scale float*
+  6 pre_nms_topn uint32 = 6000
+  7 post_nms_topn uint32 = 300
+  8 nms_thresh float = 0.7
+
+# eric612/MobileNet-YOLO
+message YoloDetectionOutputParameter
+  1 side uint32 = 13
+  2 num_classes uint32 = 20
+  3 num_box uint32 = 5
+  4 coords uint32 = 4
+  5 confidence_threshold float = 0.01
+  6 nms_threshold float = 0.45
+  7 biases float*
+  8 label_map_file string
+
+message Yolov3DetectionOutputParameter
+  1 num_classes uint32 = 20
+  2 num_box uint32 = 3
+  3 confidence_threshold float = 0.01
+  4 nms_threshold float = 0.45
+  5 biases float*
+  6 anchors_scale uint32*
+  7 mask_group_num uint32 = 2
+  8 mask uint32*
 
 # Deprecated V1 layer (before 2015). Its params reuse the V2 messages.
 message V1LayerParameter

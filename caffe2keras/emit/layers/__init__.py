@@ -4,6 +4,7 @@ Importing this package imports Keras."""
 from . import (  # noqa: F401
     activations,
     conv,
+    detect,
     fork,
     lrn,
     pooling,
