@@ -307,10 +307,13 @@ V1_HEAD = 'input: "data"\ninput_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
 
 
 def test_fork_v1_enums_parse_and_unknown_ones_become_unsupported_types():
-    n = net(V1_HEAD + '''
+    # Fast R-CNN's V1 ROI_POOLING is the fork type ROIPooling, converted like any other
+    n = net(V1_HEAD + 'input: "rois"\ninput_dim: 3 input_dim: 5 input_dim: 1 input_dim: 1\n'
+            + '''
         layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv"
                  convolution_param { num_output: 2 kernel_size: 3 } }
-        layers { name: "roi" type: ROI_POOLING bottom: "conv" bottom: "conv" top: "pool" }
+        layers { name: "roi" type: ROI_POOLING bottom: "conv" bottom: "rois" top: "pool"
+                 roi_pooling_param { pooled_h: 2 pooled_w: 2 } }
         layers { name: "crop" type: 40 bottom: "data" bottom: "conv" top: "c" }
         layers { name: "num" type: 77 bottom: "c" top: "n" }
         layers { name: "odd" type: WEIRD_THING bottom: "n" top: "w" }''')
@@ -318,8 +321,7 @@ def test_fork_v1_enums_parse_and_unknown_ones_become_unsupported_types():
         ("conv", "Convolution"), ("roi", "ROIPooling"), ("crop", "Crop"),
         ("num", "V1LayerType 77"), ("odd", "WEIRD_THING")]
     g = build_graph(n)
-    assert g.unsupported == [("roi", "ROIPooling"), ("num", "V1LayerType 77"),
-                             ("odd", "WEIRD_THING")]
+    assert g.unsupported == [("num", "V1LayerType 77"), ("odd", "WEIRD_THING")]
 
 
 def test_fork_v1_enum_numbers_in_binary_files(tmp_path):

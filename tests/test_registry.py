@@ -166,7 +166,7 @@ def test_setting_checks_run_up_front_with_unsupported_types(affine, tmp_path):
 
 def test_every_builtin_type_has_one_consistent_record():
     registry.load_builtin()
-    weighted = {"Convolution", "DepthwiseConvolution", "ConvolutionDepthwise",
+    weighted = {"Convolution", "HoleConvolution", "DepthwiseConvolution", "ConvolutionDepthwise",
                 "Deconvolution", "InnerProduct", "Embed", "BatchNorm", "BatchNorm+Scale",
                 "Scale", "Bias", "PReLU", "Normalize", "BN", "LSTM", "RNN", "Parameter"}
     for name, rec in registry.TYPES.items():

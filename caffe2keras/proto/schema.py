@@ -731,6 +731,8 @@ message V1LayerParameter
   20 window_data_param OpenParameter
   36 transform_param TransformationParameter
   42 loss_param LossParameter
+  # Fast R-CNN's V1 prototxts (caffe-fast-rcnn's caffe.proto): ROI_POOLING's params
+  43 roi_pooling_param ROIPoolingParameter
   1 layer V0LayerParameter
 
 # Pre-2014 layer; read for its name, type and blobs (weights files only).
