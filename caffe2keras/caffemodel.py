@@ -14,7 +14,7 @@ import numpy as np
 from .errors import CaffeFormatError, CaffeWarning
 from .files import map_binary
 from .proto.message import Message
-from .proto.schema import V1_TYPE_NAMES
+from .proto.schema import v1_type_name
 from .proto.wire import Decoder
 
 MAX_AXES = 32           # Caffe's kMaxBlobAxes
@@ -91,7 +91,8 @@ class CaffeModel:
                 continue
             if lw.name in self.layers:
                 warnings.warn(f"{self.path}: layer '{lw.name}' appears twice in the weights; "
-                              f"using the last copy, as Caffe does", CaffeWarning, stacklevel=3)
+                              f"using the last copy, as Caffe does (into the first layer of that "
+                              f"name)", CaffeWarning, stacklevel=3)
             self.layers[lw.name] = lw
 
     def close(self):
@@ -103,7 +104,7 @@ def _v1_entry(e: Message):
     if e.has("layer"):  # V0 inside V1 container
         v0 = e.layer
         return v0.name, v0.type, list(v0.blobs), None, e._pos
-    type_ = V1_TYPE_NAMES.get(e.type, str(e.type)) if e.has("type") else ""
+    type_ = v1_type_name(e.type) if e.has("type") else ""
     return e.name, type_, list(e.blobs), _field13(e), e._pos
 
 

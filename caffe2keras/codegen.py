@@ -227,6 +227,11 @@ def _call_line(indent, targets, expr):
     return f"{indent}{', '.join(targets)} = {expr}"
 
 
+# Beyond this many layers the generated code raises Python's recursion limit around
+# keras.Model(...) (Keras's graph walk recurses once per layer; the default limit is 1000).
+DEEP_MODEL_LAYERS = 500
+
+
 def generate_source(model, weights_file=None, caffe_names=None, title=None,
                     source=None, order=None) -> str:
     """Python source that builds ``model`` with plain Keras calls.
@@ -306,11 +311,20 @@ def generate_source(model, weights_file=None, caffe_names=None, title=None,
             return names[id(flat[0])]
         return "[" + ", ".join(names[id(v)] for v in flat) + "]"
 
-    body += [f"{ind}model = keras.Model(",
-             f"{ind}{ind}inputs={struct(model.input, 2)},",
-             f"{ind}{ind}outputs={struct(model.output, 2)},",
-             f"{ind}{ind}name={literal(model.name)},",
-             f"{ind})"]
+    deep = len(nodes) > DEEP_MODEL_LAYERS
+    if deep:  # keras.Model walks the graph recursively: one Python frame per layer
+        body += [f"{ind}# keras.Model walks the graph recursively, a Python frame per layer",
+                 f"{ind}limit = sys.getrecursionlimit()",
+                 f"{ind}sys.setrecursionlimit(limit + {len(nodes) + 1000})",
+                 f"{ind}try:"]
+    pad = ind * (2 if deep else 1)
+    body += [f"{pad}model = keras.Model(",
+             f"{pad}{ind}inputs={struct(model.input, 3 if deep else 2)},",
+             f"{pad}{ind}outputs={struct(model.output, 3 if deep else 2)},",
+             f"{pad}{ind}name={literal(model.name)},",
+             f"{pad})"]
+    if deep:
+        body += [f"{ind}finally:", f"{ind}{ind}sys.setrecursionlimit(limit)"]
     body.append(f"{ind}if weights:")
     body.append(f"{ind}{ind}model.load_weights(weights)")
     body.append(f"{ind}return model")
@@ -325,8 +339,9 @@ def generate_source(model, weights_file=None, caffe_names=None, title=None,
             "build_model(). Inputs and outputs are dicts keyed by Caffe blob names; 4-D",
             "blobs are NHWC.", '"""']
     lines = doc + [""]
-    if weights_file:
-        lines += ["import os", ""]
+    std = (["import os"] if weights_file else []) + (["import sys"] if deep else [])
+    if std:
+        lines += [*std, ""]
     lines += ["import keras", ""]
     if weights_file:
         here = "os.path.dirname(os.path.abspath(__file__))"
@@ -375,7 +390,9 @@ def _layer_order(model, steps):
         if name in steps:
             order[name] = (steps[name], 1)
             continue
-        owner = max((s for s in steps if name.startswith(s + "_")), key=len, default=None)
+        # the longest step name that ``name`` extends with "_..." (its helper layers)
+        owner = next((name[:i] for i in range(len(name) - 1, 0, -1)
+                      if name[i] == "_" and name[:i] in steps), None)
         order[name] = (steps[owner], 0) if owner is not None else \
             ((-1, 0) if name in inputs or owner is None else (len(steps), 0))
     return order

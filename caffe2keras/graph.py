@@ -10,9 +10,13 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .caffemodel import CaffeModel, load_caffemodel
+from .depth import paused_gc
 from .emit.registry import SHAPE_FUNCTIONS
 from .errors import CaffeFormatError, CaffeWarning
+from .fillers import fresh_blobs
 from .net import MAX_AXES, MAX_COUNT, Layer, Net, load_net
 from .shapes import ShapeError, infer
 
@@ -65,7 +69,37 @@ class Graph:
         return self.values[self.final(blob)].shape
 
     def consumers(self, value_id):
-        return [n for n in self.nodes if value_id in n.inputs]
+        """The nodes that read ``value_id``, in graph order (an index built once: asking
+        for every BatchNorm of a 1,000-layer ResNet stays linear)."""
+        index = self.__dict__.get("_readers")
+        if index is None or index[0] != len(self.nodes):
+            readers = {}
+            for n in self.nodes:
+                for v in dict.fromkeys(n.inputs):
+                    readers.setdefault(v, []).append(n)
+            index = self.__dict__["_readers"] = (len(self.nodes), readers)
+        return list(index[1].get(value_id, ()))
+
+    def unique_names(self) -> dict:
+        """{id(node): a name no other node has}: a layer's own name, or for the later
+        layers of a shared name (Caffe allows them) the first free NAME_1, NAME_2, ...
+        (the scheme of the Keras names, emit/plan.py, before sanitising)."""
+        used = {n.name for n in self.nodes}
+        out, later = {}, []
+        seen = set()
+        for n in self.nodes:
+            if n.name in seen:
+                later.append(n)
+            else:
+                seen.add(n.name)
+                out[id(n)] = n.name
+        for n in later:
+            k = 1
+            while f"{n.name}_{k}" in used:
+                k += 1
+            out[id(n)] = f"{n.name}_{k}"
+            used.add(out[id(n)])
+        return out
 
     def blob_names(self):
         return list(self.versions)
@@ -131,9 +165,31 @@ def build_graph(net: Net, weights: CaffeModel | None = None) -> Graph:
         infer_node(node, values, net.path)
     g = Graph(net, nodes, values, inputs, versions, list(available),
               unsupported=unsupported)
+    _note_duplicate_names(g)
     if weights is not None:
         attach_weights(g, weights)
     return g
+
+
+def _note_duplicate_names(g: Graph):
+    """Caffe accepts layers that share a name (HED's several 'crop'). Say what that means
+    for weights: BVLC Caffe's Net::CopyTrainedLayersFrom (src/caffe/net.cpp at commit
+    c9f71bd) looks each caffemodel entry up by a linear search of layer_names_, so every
+    entry named N is copied into the FIRST layer named N; later ones keep their fillers."""
+    repeated = g.net.duplicate_names()
+    by_name = {}
+    for n in g.nodes:
+        if n.name in repeated:
+            by_name.setdefault(n.name, []).append(n)
+    for name, count in repeated.items():
+        kept = by_name.get(name, [])
+        where = ", ".join(f"{n.type} at {n.layer.position}" if n.layer.position else n.type
+                          for n in kept)
+        g.notes.append((name, (
+            f"{count} layers share this name ({where}); Caffe accepts that, and a "
+            f"caffemodel's weights stored under '{name}' go to the first of them only "
+            f"(net.cpp CopyTrainedLayersFrom); in Keras the later ones are named with a "
+            f"suffix (_1, _2, ...)")))
 
 
 def infer_node(node, values, path):
@@ -182,6 +238,10 @@ def check_blob_size(layer, shape, what):
                          layer=layer.name, position=layer.position or None)
 
 
+def _ordinal(k):
+    return {2: "2nd", 3: "3rd"}.get(k, f"{k}th")
+
+
 def _fresh_id(values, base):
     vid, k = base, 1
     while vid in values:
@@ -208,9 +268,35 @@ def attach_weights(g: Graph, weights: CaffeModel):
     the shapes the layer definition implies (legacy 4-D dims included)."""
     g.weights_path = weights.path
     by_name = {n.name: n for n in g.nodes}
+    blobless = {lw.name for lw in weights.all_layers if not lw.blobs}
+    rng = None
     for node in g.nodes:
         lw = weights.layers.get(node.name)
         expected = node.param_shapes
+        if node.layer.occurrence > 1:
+            # Caffe copies every entry named so into the first layer of that name; this
+            # one keeps the values its fillers drew (drawn here too, seeded)
+            if expected:
+                if rng is None:
+                    rng = np.random.default_rng(0)
+                node.layer.blobs = fresh_blobs(node.layer, expected, rng) or []
+                g.notes.append((node.name, (
+                    f"the {_ordinal(node.layer.occurrence)} layer named '{node.name}' "
+                    f"({node.type}) gets no weights from {weights.path}, as in Caffe, "
+                    f"which copies them into the first layer of that name only; it keeps "
+                    f"values drawn from its fillers (seeded here, so they differ from any "
+                    f"Caffe run's)")))
+                warnings.warn(f"{weights.path}: layer '{node.name}' ({_ordinal(node.layer.occurrence)} of "
+                              f"that name) gets no weights, as in Caffe; its values are drawn from its "
+                              f"fillers", CaffeWarning, stacklevel=3)
+            continue
+        if expected and node.name in blobless:
+            raise CaffeFormatError(
+                f"{weights.path} holds an entry '{node.name}' without blobs, and Caffe "
+                f"copies every entry of that name into this {node.type}, which needs "
+                f"{len(expected)} blobs {_fmt_shapes(expected)} (Caffe stops there: "
+                f"'Incompatible number of blobs')", path=g.net.path,
+                position=node.layer.position, layer=node.name)
         if lw is None:
             if expected:
                 raise CaffeFormatError(
@@ -346,9 +432,10 @@ def _fmt_shapes(shapes):
 
 def load_graph(prototxt, caffemodel=None, input_shapes=None) -> Graph:
     """Read a prototxt (and optionally its caffemodel) into a checked Graph."""
-    net = load_net(prototxt, input_shapes=input_shapes)
-    weights = load_caffemodel(caffemodel) if caffemodel is not None else None
-    return build_graph(net, weights)
+    with paused_gc():  # linear time for very deep nets (see depth.py)
+        net = load_net(prototxt, input_shapes=input_shapes)
+        weights = load_caffemodel(caffemodel) if caffemodel is not None else None
+        return build_graph(net, weights)
 
 
 __all__ = [

@@ -6,6 +6,7 @@ import math
 import os
 import re
 
+from .depth import paused_gc
 from .graph import Graph
 
 
@@ -18,6 +19,11 @@ def _shape(s):
 
 def describe(graph: Graph) -> dict:
     """Everything inspect reports, as plain data."""
+    with paused_gc():  # linear time for very deep nets (see depth.py)
+        return _describe(graph)
+
+
+def _describe(graph: Graph) -> dict:
     from .emit.plan import unsupported_layers
 
     bad = unsupported_layers(graph)
@@ -91,6 +97,12 @@ def to_json(info: dict) -> str:
                   lambda m: "[" + re.sub(r",\s*", ", ", m.group(1)) + "]", text)
 
 
+def _python_hint(types) -> str:
+    from .emit.plan import python_hint  # no Keras import
+    hint = python_hint(types)
+    return f"; add a converter for each{hint}" if hint else ""
+
+
 def format_table(info: dict) -> str:
     out = []
     src = info["prototxt"] + (f" + {info['weights']} ({_mb(info['weights_bytes'])})"
@@ -101,7 +113,8 @@ def format_table(info: dict) -> str:
     if by_type:
         types = sorted({u["type"] for u in by_type})
         out.append(f"UNSUPPORTED: {len(by_type)} layer(s) of type {', '.join(types)}: "
-                   + ", ".join(f"{u['layer']} ({u['type']})" for u in by_type))
+                   + ", ".join(f"{u['layer']} ({u['type']})" for u in by_type)
+                   + _python_hint(types))
     if by_setting:
         out.append(f"UNSUPPORTED: {len(by_setting)} layer(s) with unsupported settings: "
                    + "; ".join(f"{u['layer']} ({u['type']}): {u['reason']}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .errors import CaffeFormatError, CaffeWarning
 from .files import read_text
 from .proto.message import Message
-from .proto.schema import MESSAGES, V1_TYPE_NAMES
+from .proto.schema import MESSAGES, v1_type_name
 from .proto.text import parse_text
 
 # Layers that only make sense while training; dropped from a train_val prototxt.
@@ -20,12 +20,22 @@ TRAINING_TYPES = {
 }
 DATA_TYPES = {
     "Data", "ImageData", "HDF5Data", "WindowData", "AnnotatedData", "MemoryData",
-    "VideoData", "Python",
+    "VideoData", "Python", "DenseImageData",
 }
 
 
 MAX_AXES = 32           # Caffe's kMaxBlobAxes
 MAX_COUNT = 2**31 - 1   # Caffe's limit on the values in one blob (INT_MAX)
+
+
+def python_layer_type(python_param=None, *, module=None, layer=None) -> str:
+    """The type a Python layer gets here: ``Python:MODULE.LAYER`` from its python_param
+    (plain ``Python`` without one), so that converters are registered per Python class."""
+    if python_param is not None:
+        module, layer = python_param.module, python_param.layer
+    if not module and not layer:
+        return "Python"
+    return f"Python:{module}.{layer}"
 
 
 def is_training_type(layer_type: str) -> bool:
@@ -51,6 +61,9 @@ class Layer:
     position: str = ""                            # line:col in the prototxt
     blobs: list = field(default_factory=list)     # numpy arrays, Caffe layout
     lr_mults: list = field(default_factory=list)  # per blob; 0 means frozen in Caffe
+    # 1 for the first layer of its name in the net, k for the k-th: Caffe accepts repeated
+    # names and gives a caffemodel's weights only to the first (see graph.attach_weights)
+    occurrence: int = 1
 
     def param(self, name):
         """The layer's ``name`` message (e.g. 'pooling_param'), defaults if unset (also
@@ -76,6 +89,15 @@ class Net:
     dropped: list = field(default_factory=list)  # (layer name, type, why) left out
     excluded: list = field(default_factory=list)  # (name, type, tops) the phase filtered out
     state: str = "phase TEST"
+    layer_names: list = field(default_factory=list)  # every layer's name, as Caffe's
+    # Net::layer_names_ (inputs, data and training-only layers included), in order
+
+    def duplicate_names(self) -> dict:
+        """{name: count} of the layer names used more than once."""
+        counts = {}
+        for n in self.layer_names:
+            counts[n] = counts.get(n, 0) + 1
+        return {n: k for n, k in counts.items() if k > 1}
 
     def layer(self, name) -> Layer:
         for lay in self.layers:
@@ -195,7 +217,7 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
     stages = tuple(proto.state.stage) + tuple(s for s in stages if s not in proto.state.stage)
     inputs, where = _declared_inputs(proto, path)
     layers, dropped, data_tops, excluded = [], [], {}, []
-    names = set()
+    seen, order = {}, []  # layer name -> how many included layers had it so far
     for entry in proto.layers or proto.layer:
         if fmt == "V1":
             if entry.has("layer"):
@@ -203,7 +225,7 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
                     "V0 layer definitions (pre-2014 'layers { layer { ... } }') are not "
                     "supported; upgrade the file with Caffe's upgrade_net_proto_text",
                     path=path, position=entry._pos)
-            type_ = V1_TYPE_NAMES.get(entry.type, str(entry.type)) if entry.has("type") else ""
+            type_ = v1_type_name(entry.type) if entry.has("type") else ""
             lr = list(entry.blobs_lr)
         else:
             type_ = entry.type
@@ -217,8 +239,10 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
         if not _included(entry, phase, level, stages, path, name):
             excluded.append((name, type_, list(entry.top)))
             continue
+        seen[name] = seen.get(name, 0) + 1
+        order.append(name)
         lay = Layer(name, type_, list(entry.bottom), list(entry.top), entry, entry._pos,
-                    lr_mults=lr)
+                    lr_mults=lr, occurrence=seen[name])
         if is_data_layer(lay) or is_training_type(type_):
             if is_data_layer(lay):
                 for top, shape in zip(lay.tops, _data_shapes(lay)):
@@ -226,10 +250,8 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
             dropped.append((name, type_, "data layer" if is_data_layer(lay)
                             else "training-only layer"))
             continue
-        if name in names:  # weights are matched by name, so names must be unique
-            raise CaffeFormatError(f"duplicate layer name '{name}' (each layer needs its own)",
-                                   path=path, position=entry._pos, layer=name)
-        names.add(name)
+        if type_ == "Python":
+            lay.type = python_layer_type(lay.param("python_param"))
         if type_ == "Input":
             shapes = [_shape_of(s) for s in lay.param("input_param").shape]
             for i, top in enumerate(lay.tops):
@@ -271,7 +293,8 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
             f"--input-shape names {sorted(unused)}, which are not inputs of this net "
             f"(inputs: {list(inputs) or 'none'})", path=path)
     return Net(proto.name, inputs, layers, str(path), fmt, dropped, excluded,
-               f"phase {phase}" + (f", stages {list(stages)}" if stages else ""))
+               f"phase {phase}" + (f", stages {list(stages)}" if stages else ""),
+               order)
 
 
 def load_net(path, input_shapes=None, phase="TEST", level=0, stages=()) -> Net:
@@ -341,6 +364,12 @@ def _data_shapes(lay: Layer):
         hw = crop if crop[0] else (p.new_height, p.new_width)
         if all(hw):
             shape = (p.batch_size, 3 if p.is_color else 1, *hw)
+    elif t == "DenseImageData":  # SegNet's: image and label map, as its DataLayerSetUp
+        p = lay.param("dense_image_data_param")
+        hw = crop if crop[0] else (p.new_height, p.new_width)
+        if all(hw):
+            n = p.batch_size or 1
+            return [(n, 3 if p.is_color else 1, *hw), (n, 1, *hw)]
     return [shape, None]
 
 

@@ -63,6 +63,7 @@ class VerifyReport:
     deviations: dict = field(default_factory=dict)   # layer name -> reason
     notes: list = field(default_factory=list)
     outputs: dict = field(default_factory=dict)      # net output blob -> (ours, reference)
+    subject: str = "our Keras model"
 
     @property
     def failed(self):
@@ -136,6 +137,18 @@ def run_ours(model, feed, raw=None, preprocessor=None):
 
     out = model(x)
     return {k: to_caffe(ops.convert_to_numpy(v)) for k, v in out.items()}
+
+
+def run_artifact(artifact, feed, raw=None, preprocessor=None):
+    """An exported artifact's outputs (Caffe layout) on ``feed``; the input blobs as fed
+    (an artifact does not output them)."""
+    x = {b: to_keras(v) for b, v in feed.items()}
+    if raw is not None and preprocessor is not None:
+        x[preprocessor.input_name] = np.asarray(raw, np.float32)
+    out = {k: to_caffe(v) for k, v in artifact.run(x).items()}
+    for b, v in feed.items():
+        out.setdefault(b, v)
+    return out
 
 
 # --- references -----------------------------------------------------------------------
@@ -378,13 +391,18 @@ def compare(graph, ours, ref, deviations=None):
 # --- the whole check ------------------------------------------------------------------
 
 def verify(prototxt, caffemodel, input=None, reference="opencv", preprocessor=None,
-           input_shapes=None, seed=0, model=None, caffe_python=None):
+           input_shapes=None, seed=0, model=None, caffe_python=None, against=None,
+           against_takes_image=False):
     """Run the converted model and a reference on the same input; compare every blob.
 
     reference:    "opencv", "pycaffe", or a .npz path of Caffe blobs (NCHW).
     input:        None, an image (preprocessed with ``preprocessor``), or a .npz of inputs.
     model:        a model from convert(..., outputs="all") to check instead of converting
                   (it may carry preprocessing layers from ``preprocessor.wrap``).
+    against:      an exported artifact (.onnx, .tflite, SavedModel folder, .keras) to check
+                  instead, run in its own runtime; only the blobs it outputs are compared.
+    against_takes_image: the artifact was exported with preprocessing layers: feed it the
+                  image (RGB pixels at the input size), not the preprocessed blob.
     """
     import warnings
 
@@ -398,13 +416,21 @@ def verify(prototxt, caffemodel, input=None, reference="opencv", preprocessor=No
     if reference not in ("opencv", "pycaffe"):
         ref_blobs = load_reference_file(reference)
     feed, input_desc, raw = make_feed(graph, input, preprocessor, seed, ref_blobs)
-    if model is None:
+    artifact = None
+    if against is not None:
+        from .deploy.runtime import load_artifact
+        artifact = load_artifact(against)
+    elif model is None:
         from .emit.builder import build_model
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = build_model(graph, outputs="all", with_weights=True)
-    wrapped = raw is not None and preprocessor is not None and _has_preprocessing(model)
-    ours = run_ours(model, feed, raw if wrapped else None, preprocessor)
+    if artifact is not None:
+        wrapped = raw is not None and preprocessor is not None and against_takes_image
+        ours = run_artifact(artifact, feed, raw if wrapped else None, preprocessor)
+    else:
+        wrapped = raw is not None and preprocessor is not None and _has_preprocessing(model)
+        ours = run_ours(model, feed, raw if wrapped else None, preprocessor)
     deviations = {}
     if reference == "opencv":
         ref = run_opencv(graph, prototxt, caffemodel, feed)
@@ -424,8 +450,13 @@ def verify(prototxt, caffemodel, input=None, reference="opencv", preprocessor=No
                 f"input blob(s) {bad} differ from the input the reference was computed "
                 f"on; give that input with --input (or leave --input out to use it)",
                 path=reference)
+    checks = compare(graph, ours, ref, deviations)
+    if artifact is not None:  # an artifact holds the blobs it was exported with
+        checks = [c for c in checks if c.blob in ours]
     report = VerifyReport(graph.net.name or Path(prototxt).stem, ref_name, input_desc,
-                          compare(graph, ours, ref, deviations), deviations)
+                          checks, deviations)
+    if artifact is not None:
+        report.subject = f"{against} in {artifact.runtime}"
     report.outputs = {b: (ours[b], np.asarray(ref[b])) for b in graph.outputs
                       if b in ours and b in ref}
     if wrapped:

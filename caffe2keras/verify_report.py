@@ -27,7 +27,7 @@ def format_table(report, limit=None):
         rows.append((c.blob, c.layer_type, shape, _fmt(c.ref_max, ".3g"), _fmt(c.max_abs),
                      _fmt(c.max_rel), result))
     widths = [min(max(len(r[i]) for r in rows), 40) for i in range(6)]
-    lines = [f"{report.net}: our Keras model vs {report.reference}",
+    lines = [f"{report.net}: {report.subject} vs {report.reference}",
              f"input: {report.input_desc}",
              (f"criterion: |ours - ref| <= {ATOL:g} * max(1, |ref|max) + {RTOL:g} * |ref| "
              f"(rel err = max abs err / max(1, |ref|max))"), ""]
@@ -149,7 +149,8 @@ def _html(report):
             f"{html.escape(report.net)}</title><style>body{{font-family:sans-serif;margin:2em}}"
             f"table{{border-collapse:collapse;font-size:12px}}td,th{{border-bottom:1px solid "
             f"#ddd;padding:2px 8px;text-align:left}}</style></head><body>"
-            f"<h1>{html.escape(report.net)}: Keras vs {html.escape(report.reference)}</h1>"
+            f"<h1>{html.escape(report.net)}: {html.escape(report.subject)} vs "
+            f"{html.escape(report.reference)}</h1>"
             f"<p>input: {html.escape(report.input_desc)}</p>"
             f"<p><b>{html.escape(summary(report))}</b></p>{_svg(report)}"
             f"<table><tr>{head}</tr>{''.join(rows)}</table></body></html>")

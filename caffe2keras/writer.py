@@ -159,9 +159,12 @@ class CaffeNetWriter:
             d.update(fields)
             type_name = "LayerParameter"
         elif fmt == "V1":
-            if type_ not in _V1_TYPES:
+            if isinstance(type_, int):  # a raw enum number, as forks added them
+                d["type"] = type_
+            elif type_ not in _V1_TYPES:
                 raise ValueError(f"layer '{name}': type {type_!r} has no V1 enum value")
-            d["type"] = _V1_TYPES[type_]
+            else:
+                d["type"] = _V1_TYPES[type_]
             specs = fields.pop("param", [])
             if specs and not any(k in fields for k in ("blobs_lr", "weight_decay")):
                 if any(isinstance(p, dict) and set(p) - {"lr_mult", "decay_mult"}

@@ -99,8 +99,39 @@ def histogram(report):
     return "   rel err per blob, by decade: " + ", ".join(parts)
 
 
+def deploy_step(deploy, weights, pre, batch, prob, ref):
+    """Export with the preprocessing inside, run each file in its runtime on the cat."""
+    import numpy as np
+
+    from caffe2keras.deploy import MissingExtra, export_model, require
+    from caffe2keras.deploy.runtime import artifact_bytes, load_artifact
+
+    for fmt, name in (("onnx", "open_nsfw.onnx"), ("tflite", "open_nsfw.tflite")):
+        try:
+            require(fmt)
+        except MissingExtra as e:
+            print(f"   {name}: skipped ({e.detail})")
+            continue
+        path = OUT / name
+        t0 = time.perf_counter()
+        export_model(deploy, weights, path, outputs=["prob"], preprocessor=pre)
+        t1 = time.perf_counter()
+        artifact = load_artifact(path)
+        got = artifact.run({"data": batch.astype(np.float32)})["prob"].reshape(-1)
+        print(f"   {rel(path)}: {artifact_bytes(path) / 1e6:.1f} MB, exported in "
+              f"{t1 - t0:.1f} s; {artifact.runtime}:")
+        print(f"     SFW {got[0]:.6f}   NSFW {got[1]:.6f}   (|diff| to Keras "
+              f"{np.abs(got - prob).max():.1e}, to OpenCV "
+              f"{np.abs(got - ref.reshape(-1)).max():.1e})")
+
+
+# The export step (6) can be switched off (the demo test does, outside TensorFlow's run).
+DEPLOY = True
+
+
 def main():
     os.environ.setdefault("KERAS_BACKEND", "jax")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # TensorFlow's start-up log lines
     warnings.simplefilter("ignore")
     t_start = time.perf_counter()
     deploy, weights = find_nsfw_files()
@@ -178,14 +209,22 @@ def main():
     print(f"   open_nsfw says the cat photo is {verdict} (NSFW score {prob[1]:.4f}; the "
           f"authors call < 0.2 safe)")
 
-    heading(6, "Use it")
+    heading(6, "Deploy: ONNX and TFLite, each run in its own runtime")
+    if DEPLOY:
+        deploy_step(deploy, weights, pre, batch, prob, ref)
+    else:
+        print("   skipped")
+
+    heading(7, "Use it")
     print(f"""   import caffe2keras, keras     # importing caffe2keras registers its layers
    model = keras.saving.load_model("{rel(path)}")
    model({{"data": rgb_uint8_images}})["prob"]
 
    caffe2keras predict {deploy.name} {weights.name} cat.jpg --mean-value 104,117,123
    caffe2keras verify {deploy.name} {weights.name} --input cat.jpg --report verify.html
-   caffe2keras codegen {deploy.name} --weights {weights.name} -o open_nsfw.py   # code is data""")
+   caffe2keras codegen {deploy.name} --weights {weights.name} -o open_nsfw.py   # code is data
+   caffe2keras convert {deploy.name} {weights.name} -o open_nsfw.onnx   # or .tflite
+   caffe2keras verify {deploy.name} {weights.name} --against open_nsfw.onnx --input cat.jpg""")
     print(f"\ndone in {time.perf_counter() - t_start:.0f} s; "
           + ("every blob agrees." if report.ok else "SOME BLOBS DIFFER (see above)."))
     return 0 if report.ok else 1

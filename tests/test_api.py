@@ -184,3 +184,54 @@ def test_weights_after_a_custom_type_without_shape_function_are_fitted(tmp_path)
             quiet_convert(tmp_path / "d.prototxt", tmp_path / "bad.caffemodel")
     finally:
         CONVERTERS.pop("Double", None)
+
+
+def test_python_layers_are_listed_with_their_module_and_class():
+    net = parse_net('''
+        input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+        layer { name: "prop" type: "Python" bottom: "data" top: "rois"
+                python_param { module: "rpn.proposal_layer" layer: "ProposalLayer" } }
+    ''', "t.prototxt")
+    from caffe2keras.emit.builder import build_model
+    from caffe2keras.graph import build_graph
+
+    with pytest.raises(UnsupportedLayerError) as e:
+        build_model(build_graph(net))
+    msg = str(e.value)
+    assert "prop (Python:rpn.proposal_layer.ProposalLayer)" in msg
+    assert 'register_converter("Python", module="rpn.proposal_layer", ' \
+           'layer="ProposalLayer")' in msg
+
+
+def test_a_user_registers_a_converter_for_one_python_layer_class():
+    import keras
+
+    from caffe2keras.emit.registry import unregister
+
+    text = '''
+        input: "data" input_shape { dim: 1 dim: 2 dim: 3 dim: 3 }
+        layer { name: "twice" type: "Python" bottom: "data" top: "t"
+                python_param { module: "my.layers" layer: "Double" } }
+        layer { name: "other" type: "Python" bottom: "t" top: "o"
+                python_param { module: "my.layers" layer: "Triple" } }
+    '''
+    from caffe2keras.emit.builder import build_model
+    from caffe2keras.graph import build_graph
+
+    @caffe2keras.register_converter("Python", module="my.layers", layer="Double")
+    def double(ctx):
+        assert ctx.layer.param("python_param").layer == "Double"
+        return [ctx.add(keras.layers.Rescaling(2.0, name=ctx.name), ctx.inputs[0])]
+
+    try:
+        with pytest.raises(UnsupportedLayerError, match=r"other \(Python:my.layers.Triple\)"):
+            build_model(build_graph(parse_net(text, "t.prototxt")))
+        caffe2keras.register_converter("Python", module="my.layers", layer="Triple")(
+            lambda ctx: [ctx.add(keras.layers.Rescaling(3.0, name=ctx.name), ctx.inputs[0])])
+        model = build_model(build_graph(parse_net(text, "t.prototxt")))
+        x = np.arange(18, dtype="float32").reshape(1, 3, 3, 2)
+        np.testing.assert_allclose(to_numpy(model({"data": x})["o"]), 6 * x)
+    finally:
+        unregister("Python:my.layers.Double", "Python:my.layers.Triple")
+    with pytest.raises(TypeError, match="module= and layer= go with the type"):
+        caffe2keras.register_converter("Python", module="my.layers")

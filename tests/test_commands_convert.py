@@ -68,7 +68,7 @@ def test_convert_preprocess_with_a_mean_image(tmp_path):
 def test_convert_errors_are_one_line(tmp_path, capsys):
     deploy, weights, _, _ = model_files("lenet_mnist_v2")
     assert main(["convert", str(deploy), str(weights), "-o", str(tmp_path / "x.h5")]) == 1
-    assert "must end in .keras" in capsys.readouterr().err
+    assert "end it in .keras, .onnx or .tflite" in capsys.readouterr().err
     assert main(["convert", str(deploy), str(weights), "-o", str(tmp_path / "x.keras"),
                  "--mean-value", "1,2,3"]) == 1
     assert "mean has 3 channels" in capsys.readouterr().err

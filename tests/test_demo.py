@@ -45,8 +45,17 @@ def test_demo_runs_end_to_end(fake_nsfw, tmp_path, monkeypatch, capsys):
         pytest.skip("OpenCV >= 5 has no Caffe importer")
     demo = _demo()
     monkeypatch.setattr(demo, "OUT", tmp_path / "out")
+    # the ONNX and TFLite step runs once, in the TensorFlow run (where test_deploy runs)
+    import keras
+    deploy = keras.backend.backend() == "tensorflow" and all(
+        importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime", "ai_edge_litert"))
+    monkeypatch.setattr(demo, "DEPLOY", deploy)
     assert demo.main() == 0
     out = capsys.readouterr().out
+    if deploy:
+        for name in ("open_nsfw.onnx", "open_nsfw.tflite"):
+            assert (tmp_path / "out" / name).exists()
+        assert out.count("|diff| to Keras") == 2
     assert "74/74 blobs agree" in out
     assert "open_nsfw says the cat photo is safe for work" in out
     assert (tmp_path / "out" / "open_nsfw.keras").exists()

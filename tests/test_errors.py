@@ -107,11 +107,6 @@ CASES = {
         lambda t: (_prototxt(t, HEAD + 'layer { name: "s" type: "Split" bottom: "data" '
                                        'top: "x" top: "x" }'), None),
         ["layer 's': lists a top twice: ['x', 'x']"]),
-    "duplicate layer name": (
-        lambda t: (_prototxt(t, HEAD + 'layer { name: "a" type: "ReLU" bottom: "data" top: "x" }'
-                                       '\nlayer { name: "a" type: "ReLU" bottom: "x" '
-                                       'top: "y" }'), None),
-        ["d.prototxt:5:7: layer 'a': duplicate layer name 'a'"]),
     "bottom nobody produces": (
         lambda t: (_prototxt(t, HEAD + 'layer { name: "r" type: "ReLU" bottom: "dta" '
                                        'top: "r" }'), None),

@@ -227,9 +227,6 @@ def test_unknown_field_warns_with_file_line_column_and_layer_never_crashes():
 
 
 @pytest.mark.parametrize("body,message", [
-    (('layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
-     'layer { name: "r" type: "ReLU" bottom: "r" top: "r" }'),
-     r"t\.prototxt:5:7: layer 'r': duplicate layer name 'r'"),
     ('layer { name: "r" bottom: "data" top: "r" }', r"layer 'r': layer has no type"),
     (('layers { name: "r" type: RELU bottom: "data" top: "r" }\n'
      'layer { name: "s" type: "ReLU" bottom: "data" top: "s" }'),
@@ -301,6 +298,64 @@ def test_many_unknown_fields_warn_twenty_times_then_once():
 
 def test_warnings_still_appear_when_the_net_is_then_rejected():
     with pytest.warns(CaffeWarning, match="unknown field 'kernal_size'"), \
-            pytest.raises(CaffeFormatError, match="duplicate layer name"):
+            pytest.raises(CaffeFormatError, match="layer has no type"):
         net(HEAD + 'layer { name: "a" type: "ReLU" bottom: "data" top: "a" kernal_size: 3 }\n'
-                   'layer { name: "a" type: "ReLU" bottom: "a" top: "a" }')
+                   'layer { name: "b" bottom: "a" top: "a" }')
+
+
+V1_HEAD = 'input: "data"\ninput_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
+
+
+def test_fork_v1_enums_parse_and_unknown_ones_become_unsupported_types():
+    n = net(V1_HEAD + '''
+        layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv"
+                 convolution_param { num_output: 2 kernel_size: 3 } }
+        layers { name: "roi" type: ROI_POOLING bottom: "conv" bottom: "conv" top: "pool" }
+        layers { name: "crop" type: 40 bottom: "data" bottom: "conv" top: "c" }
+        layers { name: "num" type: 77 bottom: "c" top: "n" }
+        layers { name: "odd" type: WEIRD_THING bottom: "n" top: "w" }''')
+    assert [(x.name, x.type) for x in n.layers] == [
+        ("conv", "Convolution"), ("roi", "ROIPooling"), ("crop", "Crop"),
+        ("num", "V1LayerType 77"), ("odd", "WEIRD_THING")]
+    g = build_graph(n)
+    assert g.unsupported == [("roi", "ROIPooling"), ("num", "V1LayerType 77"),
+                             ("odd", "WEIRD_THING")]
+
+
+def test_fork_v1_enum_numbers_in_binary_files(tmp_path):
+    import numpy as np
+
+    from caffe2keras.caffemodel import load_caffemodel
+    from caffe2keras.writer import CaffeNetWriter
+
+    w = CaffeNetWriter("v1").input("data", (1, 3, 8, 8), style="input_dim")
+    w.layer("conv", "Convolution", "data", "conv", convolution_param={
+        "num_output": 2, "kernel_size": 3},
+        blobs=[np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)])
+    w.layer("roi", 41, ["conv", "conv"], "pool")
+    w.layer("crop", 40, ["data", "conv"], "c")
+    w.write_caffemodel(tmp_path / "v1.caffemodel", fmt="V1")
+    w.write_prototxt(tmp_path / "v1.prototxt", fmt="V1")
+    m = load_caffemodel(tmp_path / "v1.caffemodel")
+    assert [(x.name, x.type) for x in m.all_layers] == [
+        ("conv", "Convolution"), ("roi", "V1LayerType 41"), ("crop", "Crop")]
+    g = load_graph(tmp_path / "v1.prototxt", tmp_path / "v1.caffemodel")
+    assert g.unsupported == [("roi", "V1LayerType 41")]
+
+
+def test_dense_image_data_becomes_an_input():
+    body = '''
+        layer { name: "data" type: "DenseImageData" top: "data" top: "label"
+                dense_image_data_param { source: "train.txt" batch_size: 2 new_height: 8
+                                         new_width: 10 } }
+        layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+                convolution_param { num_output: 2 kernel_size: 3 } }'''
+    n = net(body)
+    assert n.inputs == {"data": (2, 3, 8, 10)}
+    assert n.dropped == [("data", "DenseImageData", "data layer")]
+    assert net(body, input_shapes={"data": (1, 3, 4, 4)}).inputs == {"data": (1, 3, 4, 4)}
+    no_size = body.replace("new_height: 8", "").replace("new_width: 10", "")
+    with pytest.raises(CaffeFormatError, match="comes from a DenseImageData layer.*"
+                                               "--input-shape data="):
+        net(no_size)
+    assert net(no_size, input_shapes={"data": (1, 3, 4, 4)}).inputs["data"] == (1, 3, 4, 4)

@@ -29,6 +29,10 @@ def add_parser(sub):
                    help="for --reference pycaffe: a Python that can `import caffe`")
     p.add_argument("--report", metavar="FILE.html|FILE.png",
                    help="also write the table and a plot of the error per blob")
+    p.add_argument("--against", metavar="MODEL.onnx|MODEL.tflite|DIR",
+                   help="check an exported artifact (from convert -o ...) in its own runtime "
+                        "(onnxruntime, LiteRT, TensorFlow) instead of the Keras model; the "
+                        "blobs it outputs are compared")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
     p.add_argument("--preprocess", action="store_true",
                    help="check the model with its preprocessing layers (as convert "
@@ -50,7 +54,7 @@ def run(args) -> int:
     if image or any_given(args) or args.preprocess:
         pre = from_args(args, args.deploy, shapes)
     model = None
-    if args.preprocess and image:
+    if args.preprocess and image and not args.against:
         import warnings
 
         from ..api import convert
@@ -61,7 +65,8 @@ def run(args) -> int:
     try:
         report = verify(args.deploy, args.weights, input=args.input, reference=args.reference,
                         preprocessor=pre, input_shapes=shapes, seed=args.seed, model=model,
-                        caffe_python=args.caffe_python)
+                        caffe_python=args.caffe_python, against=args.against,
+                        against_takes_image=bool(args.preprocess and image))
     except ReferenceUnavailable as e:
         print(f"caffe2keras verify: reference unavailable: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 
+from ..depth import deep_graphs, paused_gc
 from ..errors import CaffeFormatError, InternalError
 from ..fillers import fresh_blobs
 from ..graph import Graph
@@ -158,6 +159,12 @@ def _infer_late(graph, step):
 
 def build_model(graph: Graph, outputs=None, with_weights=True, name=None,
                 fill_fresh=False, seed=None) -> keras.Model:
+    """The Keras model of ``graph``; see _build_model."""
+    with paused_gc():  # linear time for very deep nets (see depth.py)
+        return _build_model(graph, outputs, with_weights, name, fill_fresh, seed)
+
+
+def _build_model(graph: Graph, outputs, with_weights, name, fill_fresh, seed):
     """The Keras model of ``graph``. with_weights: give layers the graph's Caffe blobs;
     else fill_fresh draws them from the prototxt's fillers (fillers.py, numpy ``seed``),
     and without either every variable keeps its Keras initializer (as for a model built
@@ -200,5 +207,6 @@ def build_model(graph: Graph, outputs=None, with_weights=True, name=None,
         # inputs are keyed by Caffe blob names; Keras wants the Input's own name, which
         # cannot hold '/' and the like (a warning only: the dict maps them all the same)
         warnings.filterwarnings("ignore", message="When providing `inputs` as a dict")
-        return keras.Model(inputs=model_inputs, outputs=model_outputs,
-                           name=keras_name(name or graph.net.name or "caffe_model"))
+        with deep_graphs():  # Keras walks the graph recursively: deep nets need this
+            return keras.Model(inputs=model_inputs, outputs=model_outputs,
+                               name=keras_name(name or graph.net.name or "caffe_model"))

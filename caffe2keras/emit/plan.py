@@ -97,11 +97,22 @@ def check_supported(graph: Graph):
         names = sorted({n.type for n in types})
         listing = "; ".join(f"{n.name} ({n.type})" for n in types)
         parts.append(f"{len(types)} layer(s) of unsupported type {', '.join(names)}: "
-                     f"{listing}. Add a converter with caffe2keras.register_converter(TYPE).")
+                     f"{listing}. Add a converter with caffe2keras.register_converter(TYPE)"
+                     f"{python_hint(names)}.")
     if settings:
         listing = "; ".join(f"{n.name} ({n.type}): {why}" for n, why in settings)
         parts.append(f"{len(settings)} layer(s) with unsupported settings: {listing}")
     raise UnsupportedLayerError(" ".join(parts), path=graph.net.path)
+
+
+def python_hint(types) -> str:
+    """How to register a converter for the Python layers among ``types`` ('' if none)."""
+    for t in types:
+        if t.startswith("Python:"):
+            module, _, layer = t[len("Python:"):].rpartition(".")
+            return (f' (a Python layer: register_converter("Python", module="{module}", '
+                    f'layer="{layer}"))')
+    return ""
 
 
 def _fusable_scale(graph: Graph, bn: Node, keep: set):
@@ -137,10 +148,21 @@ def make_plan(graph: Graph, keep=()) -> list:
             if sc is not None:
                 absorbed.add(id(sc))
                 steps.append(Step(FUSED_BN_SCALE, [node, sc], list(node.inputs),
-                                  list(sc.outputs), names.claim(keras_name(node.name))))
+                                  list(sc.outputs), keras_name(node.name)))
                 continue
         steps.append(Step(node.type, [node], list(node.inputs), list(node.outputs),
-                          names.claim(keras_name(node.name))))
+                          keras_name(node.name)))
+    # Keras names are unique; Caffe's need not be (a repeated name, or two that sanitise
+    # alike). The first step of each name keeps it, then the others take the first free
+    # NAME_1, NAME_2, ... in net order, so a layer really named NAME_1 keeps its own name.
+    later = []
+    for s in steps:
+        if s.name.lower() in names.used:
+            later.append(s)
+        else:
+            s.name = names.claim(s.name)
+    for s in later:
+        s.name = names.claim(s.name)
     for s in steps:
         s.names = names
     return steps

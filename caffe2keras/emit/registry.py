@@ -128,7 +128,7 @@ def _update(name: str, **values) -> LayerType:
 
 
 def register_converter(*types, weights=None, shape=None, check=None, keras_classes=None,
-                       fillers=None, keras2_h5=None):
+                       fillers=None, keras2_h5=None, module=None, layer=None):
     """Decorator: ``@register_converter("MyType", weights=..., shape=...)`` makes
     ``fn(ctx)`` the converter of Caffe layers of ``types`` and fills their records; see
     :class:`LayerType` for what each keyword takes.
@@ -137,9 +137,20 @@ def register_converter(*types, weights=None, shape=None, check=None, keras_class
     unless given here (so a new converter still gets the built-in weights), but forgets
     its ``keras_classes``: only you know which Keras layers your converter makes, so
     weight export takes the always-right slow path unless you pass them.
+
+    module, layer: for ``"Python"`` layers, the ``python_param`` they are written with:
+    ``@register_converter("Python", module="rpn.proposal_layer", layer="ProposalLayer")``
+    converts exactly those (their type reads ``Python:rpn.proposal_layer.ProposalLayer``;
+    that string works as a type name too).
     """
     if not types or not all(isinstance(t, str) and t for t in types):
         raise TypeError("register_converter needs one or more Caffe layer type names")
+    if module is not None or layer is not None:
+        if types != ("Python",) or not module or not layer:
+            raise TypeError('module= and layer= go with the type "Python", both given: '
+                            'register_converter("Python", module="pkg.mod", layer="Class")')
+        from ..net import python_layer_type
+        types = (python_layer_type(module=module, layer=layer),)
     if not _builtin["loading"]:
         load_builtin()  # a user's type must replace the built-in one, not be replaced by it
     given = {"weights": weights, "shape": shape, "check": check, "fillers": fillers,

@@ -85,7 +85,9 @@ def export_weights(prototxt, caffemodel, out, format=None, *, layout="caffe",
                 if layout == "keras":
                     export_npz_keras(graph, sink, skip_unknown, report)
                 else:
-                    write_blobs(sink, caffe_layers(graph, skip_unknown, report), report)
+                    # layers may share a Caffe name (Caffe allows it); npz keys may not
+                    write_blobs(sink, caffe_layers(graph, skip_unknown, report), report,
+                                names=graph.unique_names())
         else:
             with writing(PickleSink(tmp)) as sink:
                 write_blobs(sink, caffe_layers(graph, skip_unknown, report, with_empty=True),

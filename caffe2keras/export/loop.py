@@ -89,11 +89,12 @@ def write_steps(sink, steps, report):
                      [result.shapes[k] for k in targets])
 
 
-def write_blobs(sink, nodes, report):
-    """Each graph node in ``nodes`` as one group holding its blobs as stored."""
+def write_blobs(sink, nodes, report, names=None):
+    """Each graph node in ``nodes`` as one group holding its blobs as stored, named by
+    ``names`` ({id(node): name}, for sinks that need unique names) or the layer's name."""
     for node in nodes:
         blobs = list(node.layer.blobs)
-        group = sink.make(node.name, {"type": node.type, "bottoms": list(node.layer.bottoms),
+        group = sink.make((names or {}).get(id(node), node.name), {"type": node.type, "bottoms": list(node.layer.bottoms),
                                       "tops": list(node.layer.tops)})
         for i, blob in enumerate(blobs):
             sink.put_blob(group, str(i), blob)

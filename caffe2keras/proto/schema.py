@@ -174,6 +174,7 @@ message LayerParameter
   1150 interp_param InterpParameter
   1151 shuffle_channel_param ShuffleChannelParameter
   1152 relu6_param ReLU6Parameter
+  1153 dense_image_data_param DenseImageDataParameter
 
 message OpenParameter open
 
@@ -229,6 +230,19 @@ message DummyDataParameter
 
 message InputParameter
   1 shape BlobShape*
+
+# SegNet's input layer (alexgkendall/caffe-segnet, caffe.proto at 03d1e9f: field 138 of
+# LayerParameter there); later forks add crop_height/crop_width/mirror at other numbers.
+message DenseImageDataParameter open
+  1 source string
+  2 batch_size uint32
+  3 rand_skip uint32 = 0
+  4 shuffle bool = false
+  5 new_height uint32 = 0
+  6 new_width uint32 = 0
+  7 is_color bool = true
+  8 mean_file string
+  9 root_folder string
 
 message PythonParameter
   1 module string
@@ -642,3 +656,32 @@ V1_TYPE_NAMES = {
     "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
     "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold", "NONE": "",
 }
+
+# V1 enum values that forks added to V1LayerParameter.LayerType (the enum BVLC froze in
+# 2015). Numbers: CROP = 40 is longjon/caffe's (the FCN branch; netron's
+# tools/caffe-schema.js records it too). Names: V1 prototxts of forks spell their types
+# like BVLC's (ROI_POOLING for ROIPooling). A V1 type neither table knows is kept as
+# written (a name) or as "V1LayerType N" (a number): an unsupported type, not an error.
+V1_FORK_TYPE_NAMES = {
+    "CROP": "Crop", "ROI_POOLING": "ROIPooling", "PSROI_POOLING": "PSROIPooling",
+    "SPP": "SPP", "PRELU": "PReLU", "RESHAPE": "Reshape", "BATCH_NORM": "BatchNorm",
+    "BN": "BN", "SCALE": "Scale", "BIAS": "Bias", "ELU": "ELU", "EMBED": "Embed",
+    "LOG": "Log", "REDUCTION": "Reduction", "TILE": "Tile", "PYTHON": "Python",
+    "UPSAMPLE": "Upsample", "INTERP": "Interp", "NORMALIZE": "Normalize",
+    "PERMUTE": "Permute", "PRIOR_BOX": "PriorBox", "DETECTION_OUTPUT": "DetectionOutput",
+    "PROPOSAL": "Proposal", "SMOOTH_L1_LOSS": "SmoothL1Loss",
+    "DENSE_IMAGE_DATA": "DenseImageData", "INPUT": "Input",
+}
+V1_FORK_TYPE_NUMBERS = {40: "CROP"}
+OPEN_ENUMS = {"V1LayerType"}   # the text reader keeps unknown value names of these
+
+
+def v1_type_name(value) -> str:
+    """The V2 type name of a V1LayerType value (a name, or a number the schema lacks)."""
+    if isinstance(value, int):
+        value = V1_FORK_TYPE_NUMBERS.get(value, value)
+        if isinstance(value, int):
+            return f"V1LayerType {value}"
+    if value in V1_TYPE_NAMES:
+        return V1_TYPE_NAMES[value]
+    return V1_FORK_TYPE_NAMES.get(value, value)

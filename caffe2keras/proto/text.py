@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import CaffeFormatError
 from .message import Message
-from .schema import ENUMS
+from .schema import ENUMS, OPEN_ENUMS
 
 MAX_DEPTH = 100  # protobuf's own default recursion limit
 
@@ -169,6 +169,10 @@ def _scalar(field, tok, toks, type_name):
         for name, num in values.items():
             if num == int(text):
                 return name
+        if ftype in OPEN_ENUMS:  # a fork's value: the caller names it
+            return int(text)
+    if kind == "ident" and ftype in OPEN_ENUMS and re.fullmatch(r"[A-Za-z_]\w*", text):
+        return text
     raise toks.error(f"expected one of {', '.join(values)} for {where}, found {_clip(text)}",
                      line, col)
 

@@ -114,9 +114,11 @@ class MaxUnpool(keras.layers.Layer):
         n_planes = batch * c
         last = ops.segment_max(ops.reshape(order, (-1,)), ops.reshape(seg, (-1,)),
                                num_segments=n_planes * plane)
-        last = ops.reshape(last, (-1, plane))
+        # an empty segment's max is -inf (or the lowest float): clamp it, since tf2onnx
+        # turns where() into cond * a + (1 - cond) * b, and 0 * -inf is NaN
+        last = ops.maximum(ops.reshape(last, (-1, plane)), -1.0)
         found = last >= 0
-        src = ops.cast(ops.where(found, last, 0.0), "int32")
+        src = ops.cast(ops.maximum(last, 0.0), "int32")
         out = ops.where(found, ops.take_along_axis(xv, src, axis=1), 0.0)
         return ops.transpose(ops.reshape(out, (-1, c, oh, ow)), (0, 2, 3, 1))
 
