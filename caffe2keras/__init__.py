@@ -9,7 +9,7 @@ Importing this package does not import Keras; the Keras parts load on first use.
 from __future__ import annotations
 
 from ._keras_hook import install as _install_keras_hook
-from .errors import CaffeFormatError, CaffeWarning, UnsupportedLayerError
+from .errors import CaffeFormatError, CaffeWarning, UnsupportedLayerError, UserInputError
 
 __version__ = "0.1.0"
 
@@ -27,12 +27,14 @@ _LAZY = {
     "export_weights": ("export", "export_weights"),
     "export_model": ("deploy", "export_model"),
     "Preprocessor": ("preprocess", "Preprocessor"),
+    "convert_for_training": ("train", "convert_for_training"),
+    "save_caffemodel": ("train.writeback", "save_caffemodel"),
 }
 
 __all__ = ["CaffeFormatError", "CaffeWarning", "Preprocessor", "UnsupportedLayerError",
-           "convert", "export_model", "export_weights", "load_caffemodel", "load_graph",
-           "load_model", "load_net",
-           "read_mean", "register_converter", "register_weights"]
+           "UserInputError", "convert", "convert_for_training", "export_model", "export_weights",
+           "load_caffemodel", "load_graph", "load_model", "load_net", "read_mean",
+           "register_converter", "register_weights", "save_caffemodel"]
 assert set(__all__) >= set(_LAZY)
 
 

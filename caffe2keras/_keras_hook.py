@@ -14,6 +14,8 @@ import sys
 
 def _register():
     from .emit import layers  # noqa: F401  (decorators register with Keras)
+    from .train import layers as _train_layers  # noqa: F401
+    from .train import optimizer as _optimizer  # noqa: F401
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):

@@ -9,9 +9,10 @@ import sys
 import warnings
 
 from . import __version__
-from .errors import CaffeFormatError, CaffeWarning, NameNotFoundError
+from .errors import CaffeWarning, NameNotFoundError, UserInputError
 
-COMMANDS = ["inspect", "convert", "weights", "predict", "codegen", "verify", "dump_reference", "mean"]
+COMMANDS = ["inspect", "convert", "weights", "predict", "codegen", "verify", "dump_reference", "mean",
+            "train"]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     warnings.simplefilter("default", CaffeWarning)
     try:
         return modules[args.command].run(args)
-    except CaffeFormatError as e:
+    except UserInputError as e:  # a bad file (CaffeFormatError), option or image
         return _fail(e)
     except NameNotFoundError as e:  # unknown blob names and the like: a full sentence
         return _fail(e)

@@ -1,8 +1,15 @@
-"""The one error type for malformed input, and the warning category."""
+"""The user-error types (bad input: files, options, images), the bug type, and the
+warning category."""
 from __future__ import annotations
 
 
-class CaffeFormatError(ValueError):
+class UserInputError(ValueError):
+    """A value the user gave (an option, an argument, an image) does not fit; the message
+    says what was expected and what was found. The CLI reports it in one line, exit 1.
+    A ValueError, so API callers catching ValueError still catch it."""
+
+
+class CaffeFormatError(UserInputError):
     """A Caffe file (or a net it describes) is malformed or unsupported.
 
     The message always names the file and, where known, the position (byte offset

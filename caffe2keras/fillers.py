@@ -77,6 +77,13 @@ def fill(filler: Message, shape, rng: np.random.Generator, layer=None) -> np.nda
                            f"gaussian, positive_unitball, xavier, msra, bilinear)", layer=layer)
 
 
+def glorot(shape, rng):
+    """Keras's Glorot uniform = Caffe's xavier over (fan_in + fan_out) / 2."""
+    fan_in, fan_out = _fans(shape)
+    scale = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-scale, scale, shape).astype(np.float32)
+
+
 def _default(kind, shape, rng):
     if kind == "zero":
         return np.zeros(shape, np.float32)
@@ -84,10 +91,7 @@ def _default(kind, shape, rng):
         return np.ones(shape, np.float32)
     if kind == "prelu":
         return np.full(shape, 0.25, np.float32)
-    # Keras's Glorot uniform = Caffe's xavier over (fan_in + fan_out) / 2
-    fan_in, fan_out = _fans(shape)
-    scale = math.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-scale, scale, shape).astype(np.float32)
+    return glorot(shape, rng)
 
 
 def fresh_blobs(layer, param_shapes, rng: np.random.Generator):

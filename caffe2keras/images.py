@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CaffeFormatError
+from .errors import CaffeFormatError, UserInputError
 
 RESIZE_METHODS = {
     "skimage": "linear with Gaussian anti-aliasing, reflected borders: "
@@ -101,7 +101,7 @@ def resize_image(image, size, method="skimage"):
     size = (int(size[0]), int(size[1]))
     image = np.asarray(image)
     if image.ndim != 3:
-        raise ValueError(f"expected an (H, W, C) image, got shape {image.shape}")
+        raise UserInputError(f"expected an (H, W, C) image, got shape {image.shape}")
     if method in ("skimage", "pycaffe"):
         mode = "reflect" if method == "skimage" else "constant"
         return _skimage_resize(image, size, mode).astype(np.float32)
@@ -115,7 +115,8 @@ def resize_image(image, size, method="skimage"):
                             .resize(size[::-1], resample=Image.BILINEAR))
                  for c in range(image.shape[2])]
         return np.stack(chans, axis=-1).astype(np.float32)
-    raise ValueError(f"unknown resize method {method!r}; use one of {', '.join(RESIZE_METHODS)}")
+    raise UserInputError(f"unknown resize method {method!r}; "
+                         f"use one of {', '.join(RESIZE_METHODS)}")
 
 
 def center_crop(image, size):
@@ -124,7 +125,7 @@ def center_crop(image, size):
     h, w = size
     hh, ww = image.shape[:2]
     if h > hh or w > ww:
-        raise ValueError(f"cannot crop {h}x{w} out of {hh}x{ww}")
+        raise UserInputError(f"cannot crop {h}x{w} out of {hh}x{ww}")
     top, left = (hh - h) // 2, (ww - w) // 2
     return image[top:top + h, left:left + w]
 
@@ -159,7 +160,7 @@ def load_image(src, channels=3):
     if img.ndim == 2:
         img = img[:, :, None]
     if img.ndim != 3:
-        raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {img.shape}")
+        raise UserInputError(f"expected an (H, W) or (H, W, C) image, got shape {img.shape}")
     if img.shape[2] == 4:
         img = img[:, :, :3]
     if img.shape[2] == channels:
@@ -169,4 +170,4 @@ def load_image(src, channels=3):
     if channels == 1 and img.shape[2] == 3:    # ITU-R 601 luma, as Pillow's convert("L")
         luma = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         return luma[:, :, None].astype(img.dtype if img.dtype != np.uint8 else np.float32)
-    raise ValueError(f"image has {img.shape[2]} channels, the net takes {channels}")
+    raise UserInputError(f"image has {img.shape[2]} channels, the net takes {channels}")

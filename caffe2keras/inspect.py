@@ -25,6 +25,7 @@ def describe(graph: Graph) -> dict:
 
 def _describe(graph: Graph) -> dict:
     from .emit.plan import unsupported_layers
+    from .emit.registry import layer_type
 
     bad = unsupported_layers(graph)
     unsupported = [{"layer": n.name, "type": n.type, **({"reason": why} if why else {})}
@@ -50,6 +51,12 @@ def _describe(graph: Graph) -> dict:
             entry["note"] = (f"Caffe's top holds one row per detection (up to {rows}); "
                              f"the converted model gives a fixed (N, {rows}, 7) block, "
                              f"unused rows -1")
+        rec = layer_type(n.type)
+        if rec is not None and rec.note is not None and entry["supported"] \
+                and "note" not in entry:
+            text = rec.note(n.layer)
+            if text:
+                entry["note"] = text
         layers.append(entry)
     info = {
         "name": graph.net.name, "prototxt": graph.net.path, "format": graph.net.format,

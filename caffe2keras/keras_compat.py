@@ -12,7 +12,8 @@ KERAS_FLOOR is the oldest Keras the test suite runs against (CI installs exactly
 one extra run); pyproject.toml's ``keras>=`` says the same. Older releases fail the
 suite: 3.6-3.10 reject Conv2DTranspose(output_padding=0), which Caffe's deconvolution
 size needs; 3.11 refuses a model with an input only a Crop's shape reads ("inputs not
-connected to outputs"). 3.12-3.14 are untested, so the floor is the release tested.
+connected to outputs"), and so does 3.13.2 (test_export/test_emit_goldens [crop]).
+3.14 is untested, so the floor is the release tested.
 """
 from __future__ import annotations
 

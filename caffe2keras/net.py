@@ -98,6 +98,7 @@ class Net:
         for n in self.layer_names:
             counts[n] = counts.get(n, 0) + 1
         return {n: k for n, k in counts.items() if k > 1}
+    held_out: list = field(default_factory=list)  # the dropped Layers (training: losses, data)
 
     def layer(self, name) -> Layer:
         for lay in self.layers:
@@ -216,7 +217,7 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
     # as Caffe's Net(file, phase, level, stages): the file's stages plus the given ones
     stages = tuple(proto.state.stage) + tuple(s for s in stages if s not in proto.state.stage)
     inputs, where = _declared_inputs(proto, path)
-    layers, dropped, data_tops, excluded = [], [], {}, []
+    layers, dropped, data_tops, excluded, held_out = [], [], {}, [], []
     seen, order = {}, []  # layer name -> how many included layers had it so far
     for entry in proto.layers or proto.layer:
         if fmt == "V1":
@@ -249,6 +250,7 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
                     data_tops[top] = (lay, shape)
             dropped.append((name, type_, "data layer" if is_data_layer(lay)
                             else "training-only layer"))
+            held_out.append(lay)
             continue
         if type_ == "Python":
             lay.type = python_layer_type(lay.param("python_param"))
@@ -287,14 +289,14 @@ def _build_net(proto, unknown, path, input_shapes, phase, level, stages) -> Net:
     for blob in overrides:  # a shape for a blob nobody produces makes it an input
         if blob not in inputs and blob in used and blob not in produced:
             inputs[blob] = overrides[blob]
-    unused = set(overrides) - set(inputs)
+    unused = set(overrides) - set(inputs) - set(data_tops)  # labels: only losses read them
     if unused:
         raise CaffeFormatError(
             f"--input-shape names {sorted(unused)}, which are not inputs of this net "
             f"(inputs: {list(inputs) or 'none'})", path=path)
     return Net(proto.name, inputs, layers, str(path), fmt, dropped, excluded,
                f"phase {phase}" + (f", stages {list(stages)}" if stages else ""),
-               order)
+               order, held_out)
 
 
 def load_net(path, input_shapes=None, phase="TEST", level=0, stages=()) -> Net:

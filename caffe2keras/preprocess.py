@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CaffeFormatError, NameNotFoundError
+from .errors import CaffeFormatError, NameNotFoundError, UserInputError
 from .images import (
     CHANNEL_ORDERS,
     RESIZE_METHODS,
@@ -162,14 +162,14 @@ class Preprocessor:
         self.input_name = input_name
         self.source = source
         if resize_method not in RESIZE_METHODS:
-            raise ValueError(f"unknown resize method {resize_method!r}; use one of "
-                             f"{', '.join(RESIZE_METHODS)}")
+            raise UserInputError(f"unknown resize method {resize_method!r}; use one of "
+                                  f"{', '.join(RESIZE_METHODS)}")
         self.resize_method = resize_method
         self.resize_to = None if resize_to is None else (int(resize_to[0]), int(resize_to[1]))
         if self.resize_to and (self.resize_to[0] < self.size[0] or
                                self.resize_to[1] < self.size[1]):
-            raise ValueError(f"resize_to {self.resize_to} is smaller than the input size "
-                             f"{self.size}; it is the size to crop from")
+            raise UserInputError(f"resize_to {self.resize_to} is smaller than the input size "
+                                  f"{self.size}; it is the size to crop from")
         self.channel_swap = self._channel_swap(channel_order)
         self.raw_scale = float(raw_scale)
         self.input_scale = None if input_scale is None else float(input_scale)
@@ -185,12 +185,12 @@ class Preprocessor:
         if isinstance(order, str):
             key = order.upper()
             if key not in CHANNEL_ORDERS:
-                raise ValueError(f"channel order must be BGR or RGB, got {order!r}")
+                raise UserInputError(f"channel order must be BGR or RGB, got {order!r}")
             return (2, 1, 0) if key == "BGR" else None
         swap = tuple(int(i) for i in order)
         if sorted(swap) != list(range(self.channels)):
-            raise ValueError(f"channel swap {swap} is not a permutation of the "
-                             f"{self.channels} channels")
+            raise UserInputError(f"channel swap {swap} is not a permutation of the "
+                                  f"{self.channels} channels")
         return None if swap == tuple(range(self.channels)) else swap
 
     def _fit_mean(self, mean, per_channel):
@@ -278,8 +278,8 @@ class Preprocessor:
         units at the input size: -> (C, H, W) float32, the Caffe input blob."""
         x = np.asarray(image, dtype=np.float32)
         if x.shape[:2] != self.size or x.ndim != 3 or x.shape[2] != self.channels:
-            raise ValueError(f"expected ({self.size[0]}, {self.size[1]}, {self.channels}), "
-                             f"got {x.shape}; use load() or preprocess() to resize")
+            raise UserInputError(f"expected ({self.size[0]}, {self.size[1]}, {self.channels}), "
+                                  f"got {x.shape}; use load() or preprocess() to resize")
         x = x / np.float32(self.pixel_range)    # caffe.io.load_image's [0, 1]
         x = x.transpose(2, 0, 1)
         if self.channel_swap is not None:
@@ -342,8 +342,8 @@ class Preprocessor:
         want = (*self.size, self.channels)
         got = tuple(named[self.input_name].shape[1:])
         if got != want:
-            raise ValueError(f"input '{self.input_name}' of the model has shape {got}, "
-                             f"preprocessing makes {want}")
+            raise UserInputError(f"input '{self.input_name}' of the model has shape {got}, "
+                                  f"preprocessing makes {want}")
         used = {layer.name for layer in model.layers}
         new_inputs = {}
         for key, tensor in named.items():

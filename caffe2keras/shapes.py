@@ -43,9 +43,12 @@ def check_bottoms(layer, bottoms, lo, hi=None):
         shape_fail(layer, f"{layer.type} takes {want} bottoms, found {len(bottoms)}")
 
 
-def _spatial_pairs(layer, p, name, default, hname, wname):
-    """Caffe's (h, w) from `name` (0, 1 or 2 values) or `name_h`/`name_w`."""
+def _spatial_pairs(layer, p, name, default, hname, wname, alone=False):
+    """Caffe's (h, w) from `name` (0, 1 or 2 values) or `name_h`/`name_w` (``alone``: one
+    of the two may be given, the other keeps its default, as convolution's pad_h/pad_w)."""
     if p.has(hname) or p.has(wname):
+        if alone:
+            return int(getattr(p, hname)), int(getattr(p, wname))
         if not (p.has(hname) and p.has(wname)):
             shape_fail(layer, f"{hname} and {wname} must be given together")
         return int(getattr(p, hname)), int(getattr(p, wname))
@@ -70,7 +73,7 @@ def conv_geometry(layer):
         shape_fail(layer, "convolution_param needs kernel_size (or kernel_h and kernel_w)")
     k = _spatial_pairs(layer, p, "kernel_size", None, "kernel_h", "kernel_w")
     s = _spatial_pairs(layer, p, "stride", 1, "stride_h", "stride_w")
-    pad = _spatial_pairs(layer, p, "pad", 0, "pad_h", "pad_w")
+    pad = _spatial_pairs(layer, p, "pad", 0, "pad_h", "pad_w", alone=True)
     d = _dil(layer, p)
     if min(k) <= 0 or min(s) <= 0 or min(d) <= 0:
         shape_fail(layer, f"kernel {k}, stride {s} and dilation {d} must be positive")
@@ -79,6 +82,11 @@ def conv_geometry(layer):
 
 def _dil(layer, p):
     vals = p.dilation
+    if len(vals) == 0 and (p.has("hole") or p.has("hole_h") or p.has("hole_w")):
+        # DeepLab's fork names the dilation "hole" (im2col with holes): the same geometry
+        hole = int(p.hole) if p.has("hole") else 1
+        return (int(p.hole_h) if p.has("hole_h") else hole,
+                int(p.hole_w) if p.has("hole_w") else hole)
     if len(vals) == 0:
         return 1, 1
     if len(vals) == 1:

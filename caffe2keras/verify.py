@@ -298,6 +298,17 @@ def _detections(a):
     return rows[(rows[:, 0] >= 0) & (rows[:, 2] > 0)]
 
 
+# Layers whose rows the converted model pads to a fixed count (-1 rows) where Caffe's
+# blob holds only the valid ones: compared on their valid rows.
+_DETECTION_ROWS = {"DetectionOutput", "YoloDetectionOutput", "Yolov3DetectionOutput"}
+
+
+def _proposals(a, width):
+    """Valid rows of a Proposal top: rois (rows, 5) with image >= 0, or scores (>= 0)."""
+    rows = np.asarray(a).reshape(-1, width)
+    return rows[rows[:, 0] >= 0] if width == 5 else rows[rows[:, 0] >= 0].reshape(-1)
+
+
 def _tainted(graph, deviations):
     """Value ids that a deviating layer computes or feeds."""
     bad = set()
@@ -351,8 +362,12 @@ def compare(graph, ours, ref, deviations=None):
             continue
         r = np.asarray(ref[blob])
         c.ref_shape = tuple(r.shape)
-        if producer is not None and producer.type == "DetectionOutput":
-            got, r = _detections(got), _detections(r)
+        if producer is not None and producer.type in _DETECTION_ROWS | {"Proposal"}:
+            if producer.type == "Proposal":
+                width = 5 if np.ndim(r) > 1 and np.shape(r)[-1] == 5 else 1
+                got, r = _proposals(got, width), _proposals(r, width)
+            else:
+                got, r = _detections(got), _detections(r)
             c.note = f"{len(r)} detections compared"
             if got.shape != r.shape:
                 c.status = "FAIL"

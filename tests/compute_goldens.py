@@ -1,5 +1,6 @@
 """Real-Caffe goldens for compute-layer variants beyond the shared conformance suite
-(tests/data/compute_goldens.npz, made by tests/data/make_compute_goldens.py)."""
+(tests/data/compute_goldens.npz, made by tests/data/make_compute_goldens.py; and
+tests/data/layers_goldens.npz, made by tests/data/make_layers_goldens.py)."""
 from __future__ import annotations
 
 import warnings
@@ -11,22 +12,23 @@ import numpy as np
 from .shared import assert_blob_close, to_caffe_layout, to_keras_layout
 
 ARCHIVE = Path(__file__).resolve().parent / "data" / "compute_goldens.npz"
+LAYERS_ARCHIVE = ARCHIVE.with_name("layers_goldens.npz")
 
 
-@lru_cache(maxsize=1)
-def _archive():
-    with np.load(ARCHIVE) as z:
+@lru_cache(maxsize=2)
+def _archive(path=ARCHIVE):
+    with np.load(path) as z:
         return {k: z[k] for k in z.files}
 
 
-def cases(prefix):
-    names = sorted({k.split("/")[0] for k in _archive()})
+def cases(prefix, archive=ARCHIVE):
+    names = sorted({k.split("/")[0] for k in _archive(archive)})
     return [n for n in names if n.startswith(prefix)]
 
 
-def write_case(name, tmp_path):
+def write_case(name, tmp_path, archive=ARCHIVE):
     """(deploy, caffemodel, inputs, outputs) of a golden case, files under tmp_path."""
-    a = _archive()
+    a = _archive(archive)
     deploy = tmp_path / f"{name}.prototxt"
     weights = tmp_path / f"{name}.caffemodel"
     deploy.write_text(str(a[f"{name}/prototxt"]))
@@ -36,13 +38,13 @@ def write_case(name, tmp_path):
     return deploy, weights, ins, outs
 
 
-def check_case(name, tmp_path):
+def check_case(name, tmp_path, archive=ARCHIVE):
     """Convert the case's net and compare every blob Caffe computed."""
     import keras
 
     import caffe2keras
 
-    deploy, weights, ins, outs = write_case(name, tmp_path)
+    deploy, weights, ins, outs = write_case(name, tmp_path, archive)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = caffe2keras.convert(deploy, weights, outputs="all")

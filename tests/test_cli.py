@@ -7,7 +7,7 @@ import pytest
 
 from caffe2keras import __version__
 from caffe2keras.cli import main
-from caffe2keras.errors import CaffeFormatError, InternalError, NameNotFoundError
+from caffe2keras.errors import CaffeFormatError, InternalError, NameNotFoundError, UserInputError
 
 from .shared import MODELS, ROOT
 
@@ -100,6 +100,8 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
     (MemoryError(), "caffe2keras: error: out of memory\n"),
     (CaffeFormatError("bad", path="f.prototxt", position="1:2"),
      "caffe2keras: error: f.prototxt:1:2: bad\n"),
+    (UserInputError("channel order must be BGR or RGB, got 'XYZ'"),
+     "caffe2keras: error: channel order must be BGR or RGB, got 'XYZ'\n"),
     (NameNotFoundError("no blob 'x' in this net; blobs: data, conv1"),
      "caffe2keras: error: no blob 'x' in this net; blobs: data, conv1\n"),
 ])

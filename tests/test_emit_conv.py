@@ -98,3 +98,20 @@ def test_fresh_build_of_grouped_and_dilated_layers(tmp_path):
     model = caffe2keras.convert(tmp_path / "n.prototxt", None)
     out = model({"data": np.ones((2, 9, 9, 4), np.float32)})["c"]
     assert tuple(out.shape) == (2, 8, 8, 8)  # 9 -> 21 -> (21 - 7) // 2 + 1
+
+
+@pytest.mark.parametrize("typ, field", [("Convolution", "hole"),
+                                        ("HoleConvolution", "hole")])
+def test_deeplab_hole_is_caffes_dilation(typ, field, tmp_path):
+    # real Caffe's blobs for the dilated case, with the net rewritten in DeepLab's words
+    from .shared import SHARED_PRESENT, SKIP_REASON, check_layer, conformance_files
+    if not SHARED_PRESENT:
+        pytest.skip(SKIP_REASON)
+    deploy, weights, inputs, outputs = conformance_files("conv_dilated")
+    text = deploy.read_text().replace("dilation:", f"{field}:")
+    text = text.replace('type: "Convolution"', f'type: "{typ}"')
+    assert "hole:" in text
+    (tmp_path / "hole.prototxt").write_text(text)
+    model = caffe2keras.convert(tmp_path / "hole.prototxt", weights, outputs="all")
+    golden = dict(np.load(outputs))
+    check_layer(model, dict(np.load(inputs)), golden, blobs=["d2", "d3"])

@@ -66,9 +66,10 @@ def test_max_padding_never_wins_on_negative_inputs(tmp_path):
                                rtol=1e-6)
 
 
-def test_argmax_mask_top_is_refused_clearly(tmp_path):
-    with pytest.raises(CaffeFormatError, match="argmax mask"):
-        _model(tmp_path, (1, 2, 6, 6), tops=("p", "mask"), pool="MAX", kernel_size=2,
+def test_a_mask_top_on_ave_pooling_is_refused_clearly(tmp_path):
+    # MAX pooling's mask top is checked against Caffe in test_emit_zoo.py (pool_mask)
+    with pytest.raises(CaffeFormatError, match="only MAX pooling has a second"):
+        _model(tmp_path, (1, 2, 6, 6), tops=("p", "mask"), pool="AVE", kernel_size=2,
                stride=2)
 
 

@@ -50,3 +50,13 @@ def test_nets_with_several_outputs_need_output_blob(capsys):
     assert main(["predict", str(deploy), str(weights), image, "--output-blob", "prob1",
                  "--mean-value", "127.5", "--scale", "0.0078125", "--top", "1"]) == 0
     assert main(["predict", str(deploy), str(weights), image, "--output-blob", "nope"]) == 1
+
+
+def test_resize_smaller_than_the_input_is_a_one_line_user_error(capsys):
+    """A bad option value is the user's mistake: one line, exit 1, no traceback."""
+    deploy, weights, _, _ = model_files("lenet_mnist_v2")
+    assert main(["predict", str(deploy), str(weights), str(IMAGENET / "cat.jpg"),
+                 "--resize", "8"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("caffe2keras: error: resize_to (8, 8) is smaller than the input size")
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -168,12 +168,9 @@ def test_every_builtin_type_has_one_consistent_record():
     registry.load_builtin()
     weighted = {"Convolution", "DepthwiseConvolution", "ConvolutionDepthwise",
                 "Deconvolution", "InnerProduct", "Embed", "BatchNorm", "BatchNorm+Scale",
-                "Scale", "Bias", "PReLU", "Normalize"}
+                "Scale", "Bias", "PReLU", "Normalize", "BN", "LSTM", "RNN", "Parameter"}
     for name, rec in registry.TYPES.items():
         assert isinstance(rec, LayerType) and rec.name == name
-        if name == "Parameter":  # shapes known, no converter
-            assert rec.converter is None and rec.shape is not None
-            continue
         assert rec.converter is not None, name
         assert rec.keras_classes is not None, f"{name} misses the export fast path"
         assert (rec.weights is not None) == (name in weighted), name
@@ -184,7 +181,7 @@ def test_every_builtin_type_has_one_consistent_record():
     assert registry.WEIGHTS["Scale"] is layer_type("Scale").weights
     assert registry.SHAPE_FUNCTIONS["Pooling"] is layer_type("Pooling").shape
     assert "ReLU" not in registry.WEIGHTS
-    assert not set(registry.SHAPE_FUNCTIONS) - set(registry.CONVERTERS) - {"Parameter"}
+    assert not set(registry.SHAPE_FUNCTIONS) - set(registry.CONVERTERS)
 
 
 def test_replacing_a_builtin_converter_keeps_its_weights_but_not_its_keras_classes():

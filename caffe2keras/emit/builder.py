@@ -26,6 +26,7 @@ class StepContext(LayerContext):
     def __init__(self, step: Step, graph: Graph, tensors: dict, with_weights: bool):
         super().__init__(step, graph, with_weights)
         self.inputs = [tensors[v] for v in step.inputs]
+        self.net_inputs = [tensors[v] for v in graph.inputs]   # the model's inputs
         self.created = []      # Keras layers made for this step
         self._assigned = set()
         self._keras_weights = None

@@ -82,6 +82,9 @@ class LayerType:
     fillers:   a :class:`Fillers`, or ``fn(layer, param_shapes, rng) -> [blobs]``; None:
                fresh models keep the Keras initializers.
     keras2_h5: a :class:`Keras2H5`; None: keras2-h5 uses ``weights`` with numbered names.
+    note:      ``fn(layer) -> str | None``: what `inspect` says about how this layer
+               converts where a user needs to know (a fork's family, static shapes for
+               a data-dependent top...); None: nothing to say.
     """
     name: str
     converter: Callable | None = None
@@ -91,6 +94,7 @@ class LayerType:
     keras_classes: object = None
     fillers: Fillers | Callable | None = None
     keras2_h5: Keras2H5 | None = None
+    note: Callable | None = None
 
     def weighted_classes(self, ctx):
         """[(keras layer name, Keras class name)] of the weight-holding layers the
@@ -128,12 +132,12 @@ def _update(name: str, **values) -> LayerType:
 
 
 def register_converter(*types, weights=None, shape=None, check=None, keras_classes=None,
-                       fillers=None, keras2_h5=None, module=None, layer=None):
+                       fillers=None, keras2_h5=None, note=None, module=None, layer=None):
     """Decorator: ``@register_converter("MyType", weights=..., shape=...)`` makes
     ``fn(ctx)`` the converter of Caffe layers of ``types`` and fills their records; see
     :class:`LayerType` for what each keyword takes.
 
-    Replacing a built-in type keeps its weights, shape, check, fillers and keras2_h5
+    Replacing a built-in type keeps its weights, shape, check, fillers, keras2_h5 and note
     unless given here (so a new converter still gets the built-in weights), but forgets
     its ``keras_classes``: only you know which Keras layers your converter makes, so
     weight export takes the always-right slow path unless you pass them.
@@ -154,7 +158,7 @@ def register_converter(*types, weights=None, shape=None, check=None, keras_class
     if not _builtin["loading"]:
         load_builtin()  # a user's type must replace the built-in one, not be replaced by it
     given = {"weights": weights, "shape": shape, "check": check, "fillers": fillers,
-             "keras2_h5": keras2_h5}
+             "keras2_h5": keras2_h5, "note": note}
     given = {k: v for k, v in given.items() if v is not None}
 
     def register(fn):
@@ -178,9 +182,9 @@ def register_weights(*types):
 
 
 def register_shape(*types):
-    """Decorator for built-in records of types whose shapes are known but which do not
-    convert (a Caffe ``Parameter``); a convertible type passes ``shape=`` to
-    register_converter instead."""
+    """Decorator for records of types whose shapes are known but which do not convert
+    (`inspect` shows their shapes, conversion lists them as unsupported); a convertible
+    type passes ``shape=`` to register_converter instead."""
     def register(fn):
         for t in types:
             _update(t, shape=fn)

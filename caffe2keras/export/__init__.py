@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CaffeFormatError
+from ..errors import CaffeFormatError, UserInputError
 from ..files import atomic_output
 from ..graph import load_graph
 from .keras2 import caffe_layers, export_keras2, export_npz_keras
@@ -62,13 +62,13 @@ def export_weights(prototxt, caffemodel, out, format=None, *, layout="caffe",
     out = Path(out)
     fmt = _pick_format(out, format)
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        raise UserInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout == "keras" and fmt != "npz":
-        raise ValueError("layout='keras' is for the npz format (the keras formats are "
-                         "always in Keras layout, pickle always in Caffe layout)")
+        raise UserInputError("layout='keras' is for the npz format (the keras formats are "
+                              "always in Keras layout, pickle always in Caffe layout)")
     if outputs is not None and fmt != "keras":
-        raise ValueError("outputs= only applies to the keras format (the model convert() "
-                         "builds); the other formats hold every layer")
+        raise UserInputError("outputs= only applies to the keras format (the model convert() "
+                              "builds); the other formats hold every layer")
     graph = load_graph(prototxt, caffemodel, input_shapes=input_shapes)
     if graph.weights_path is None:
         raise CaffeFormatError("weights export needs a caffemodel", path=prototxt)
@@ -111,7 +111,7 @@ def _pick_format(out: Path, fmt):
             "cannot tell the format from the file name; end it in .weights.h5 (keras), "
             ".h5 (keras2-h5), .npz or .pkl, or give the format", path=out)
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise UserInputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "keras" and not name.endswith(".weights.h5"):
         raise CaffeFormatError("a keras weights file must end in .weights.h5 (Keras 3's "
                                "load_weights() goes by that suffix)", path=out)

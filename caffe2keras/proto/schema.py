@@ -26,11 +26,16 @@ Engine DEFAULT=0 CAFFE=1 CUDNN=2
 PoolMethod MAX=0 AVE=1 STOCHASTIC=2
 RoundMode CEIL=0 FLOOR=1
 NormRegion ACROSS_CHANNELS=0 WITHIN_CHANNEL=1
+BNMode LEARN=0 INFERENCE=1
 EltwiseOp PROD=0 SUM=1 MAX=2
 ReductionOp SUM=1 ASUM=2 SUMSQ=3 MEAN=4
 CodeType CORNER=1 CENTER_SIZE=2 CORNER_SIZE=3
 NormalizationMode FULL=0 VALID=1 BATCH_SIZE=2 NONE=3
 DB LEVELDB=0 LMDB=1
+HingeNorm L1=1 L2=2
+SolverType SGD=0 NESTEROV=1 ADAGRAD=2 RMSPROP=3 ADADELTA=4 ADAM=5
+SnapshotFormat HDF5=0 BINARYPROTO=1
+SolverMode CPU=0 GPU=1
 V1LayerType NONE=0 ABSVAL=35 ACCURACY=1 ARGMAX=30 BNLL=2 CONCAT=3 CONTRASTIVE_LOSS=37 \
  CONVOLUTION=4 DATA=5 DECONVOLUTION=39 DROPOUT=6 DUMMY_DATA=32 EUCLIDEAN_LOSS=7 ELTWISE=25 \
  EXP=38 FLATTEN=8 HDF5_DATA=9 HDF5_OUTPUT=10 HINGE_LOSS=28 IM2COL=11 IMAGE_DATA=12 \
@@ -117,7 +122,7 @@ message LayerParameter
   141 bias_param BiasParameter
   148 clip_param ClipParameter
   104 concat_param ConcatParameter
-  105 contrastive_loss_param OpenParameter
+  105 contrastive_loss_param ContrastiveLossParameter
   106 convolution_param ConvolutionParameter
   144 crop_param CropParameter
   107 data_param DataParameter
@@ -130,9 +135,9 @@ message LayerParameter
   135 flatten_param FlattenParameter
   112 hdf5_data_param HDF5DataParameter
   113 hdf5_output_param OpenParameter
-  114 hinge_loss_param OpenParameter
+  114 hinge_loss_param HingeLossParameter
   115 image_data_param ImageDataParameter
-  116 infogain_loss_param OpenParameter
+  116 infogain_loss_param InfogainLossParameter
   117 inner_product_param InnerProductParameter
   143 input_param InputParameter
   134 log_param LogParameter
@@ -144,7 +149,7 @@ message LayerParameter
   122 power_param PowerParameter
   131 prelu_param PReLUParameter
   130 python_param PythonParameter
-  146 recurrent_param OpenParameter
+  146 recurrent_param RecurrentParameter
   136 reduction_param ReductionParameter
   123 relu_param ReLUParameter
   133 reshape_param ReshapeParameter
@@ -166,7 +171,7 @@ message LayerParameter
   205 detection_evaluate_param OpenParameter
   206 norm_param NormalizeParameter
   207 video_data_param OpenParameter
-  208 smooth_l1_loss_param OpenParameter
+  208 smooth_l1_loss_param SmoothL1LossParameter
   # Fork layers' params. Forks number these differently (DeepLab's interp_param even reuses
   # 143), so only their text names are a contract: the numbers below are private to this
   # table, and binary weight files are never asked for these params.
@@ -175,6 +180,14 @@ message LayerParameter
   1151 shuffle_channel_param ShuffleChannelParameter
   1152 relu6_param ReLU6Parameter
   1153 dense_image_data_param DenseImageDataParameter
+  1154 bn_param BNParameter
+  1170 roi_pooling_param ROIPoolingParameter
+  1171 psroi_pooling_param PSROIPoolingParameter
+  1172 reorg_param ReorgParameter
+  1173 region_param RegionParameter
+  1174 proposal_param ProposalParameter
+  1175 yolov3_detection_output_param Yolov3DetectionOutputParameter
+  1176 yolo_detection_output_param YoloDetectionOutputParameter
 
 message OpenParameter open
 
@@ -190,7 +203,84 @@ message TransformationParameter open
   7 force_gray bool = false
 
 message LossParameter open
+  1 ignore_label int32
+  3 normalization NormalizationMode = VALID
+  2 normalize bool
+
 message AccuracyParameter open
+  1 top_k uint32 = 1
+  2 axis int32 = 1
+  3 ignore_label int32
+
+message HingeLossParameter
+  1 norm HingeNorm = L1
+
+message ContrastiveLossParameter
+  1 margin float = 1
+  2 legacy_version bool = false
+
+# BVLC master added 2 axis; the softmax it applies since 2017 is not in Caffe 1.0.
+message InfogainLossParameter open
+  1 source string
+
+# One record of a Data layer's LMDB/LevelDB.
+message Datum
+  1 channels int32
+  2 height int32
+  3 width int32
+  4 data bytes
+  5 label int32
+  6 float_data float*
+  7 encoded bool = false
+
+# Fast R-CNN's (rbgirshick/caffe-fast-rcnn); SSD's has no fields of its own.
+message SmoothL1LossParameter open
+  1 sigma float = 1
+
+# solver.prototxt (BVLC master; 41-42 SSD's). V1 files name the type with solver_type.
+message SolverParameter
+  24 net string
+  25 net_param NetParameter
+  1 train_net string
+  2 test_net string*
+  21 train_net_param NetParameter
+  22 test_net_param NetParameter*
+  26 train_state NetState
+  27 test_state NetState*
+  41 eval_type string = classification
+  42 ap_version string = Integral
+  3 test_iter int32*
+  4 test_interval int32 = 0
+  19 test_compute_loss bool = false
+  32 test_initialization bool = true
+  5 base_lr float
+  6 display int32
+  33 average_loss int32 = 1
+  7 max_iter int32
+  36 iter_size int32 = 1
+  8 lr_policy string
+  9 gamma float
+  10 power float
+  11 momentum float
+  12 weight_decay float
+  29 regularization_type string = L2
+  13 stepsize int32
+  34 stepvalue int32*
+  35 clip_gradients float = -1
+  14 snapshot int32 = 0
+  15 snapshot_prefix string
+  16 snapshot_diff bool = false
+  37 snapshot_format SnapshotFormat = BINARYPROTO
+  17 solver_mode SolverMode = GPU
+  18 device_id int32 = 0
+  20 random_seed int64 = -1
+  40 type string = SGD
+  31 delta float = 1e-8
+  39 momentum2 float = 0.999
+  38 rms_decay float = 0.99
+  23 debug_info bool = false
+  28 snapshot_after_train bool = true
+  30 solver_type SolverType = SGD
 
 message DataParameter open
   1 source string
@@ -199,6 +289,9 @@ message DataParameter open
   3 mean_file string
   5 crop_size uint32 = 0
   6 mirror bool = false
+  7 rand_skip uint32 = 0
+  8 backend DB = LEVELDB
+  9 force_encoded_color bool = false
 
 message ImageDataParameter open
   1 source string
@@ -206,6 +299,9 @@ message ImageDataParameter open
   9 new_height uint32 = 0
   10 new_width uint32 = 0
   11 is_color bool = true
+  7 rand_skip uint32 = 0
+  8 shuffle bool = false
+  12 root_folder string
   2 scale float = 1
   3 mean_file string
   5 crop_size uint32 = 0
@@ -296,6 +392,11 @@ message ConvolutionParameter
   15 engine Engine = DEFAULT
   16 axis int32 = 1
   17 force_nd_im2col bool = false
+  # DeepLab-era forks (and PSPNet's HoleConvolution): "hole" is the dilation. Numbers as in
+  # the forks that moved them clear of BVLC's 17-19 (pathak22/caffe-ccnn used 17-19).
+  117 hole uint32
+  118 hole_h uint32
+  119 hole_w uint32
 
 message CropParameter
   1 axis int32 = 2
@@ -505,6 +606,87 @@ message InterpParameter
 message ShuffleChannelParameter
   1 group uint32 = 1
 
+message RecurrentParameter
+  1 num_output uint32 = 0
+  2 weight_filler FillerParameter
+  3 bias_filler FillerParameter
+  4 debug_info bool = false
+  5 expose_hidden bool = false
+
+# The fork `BN` layer's params, the union of its families (numbers private, as above):
+# SegNet (alexgkendall/caffe-segnet): scale_filler, shift_filler, bn_mode;
+# PSPNet (hszhao/PSPNet, from yjxiong/caffe): slope_filler, bias_filler, momentum, eps,
+# frozen; an older PSPNet-era variant: var_eps, moving_average, decay, axis.
+message BNParameter
+  1 scale_filler FillerParameter
+  2 shift_filler FillerParameter
+  3 bn_mode BNMode = LEARN
+  4 slope_filler FillerParameter
+  5 bias_filler FillerParameter
+  6 momentum float = 0.9
+  7 eps float = 1e-5
+  8 frozen bool = false
+  9 engine Engine = DEFAULT
+  10 var_eps float = 1e-10
+  11 moving_average bool = false
+  12 decay float = 0.05
+  13 axis int32 = 1
+
+# rbgirshick/caffe-fast-rcnn
+message ROIPoolingParameter
+  1 pooled_h uint32 = 0
+  2 pooled_w uint32 = 0
+  3 spatial_scale float = 1
+
+# daijifeng001/caffe-rfcn
+message PSROIPoolingParameter
+  1 spatial_scale float
+  2 output_dim int32
+  3 group_size int32
+
+# gklz1982/caffe-yolov2, eric612/MobileNet-YOLO
+message ReorgParameter
+  1 stride uint32
+  2 reverse bool = false
+
+# openvinotoolkit/training_toolbox_caffe
+message RegionParameter
+  1 classes uint32 = 20
+  2 coords uint32 = 4
+  3 num uint32 = 5
+
+# brocolli-caffe (the build in ../shared/tools)
+message ProposalParameter
+  1 feat_stride uint32 = 16
+  2 base_size uint32 = 16
+  3 min_size uint32 = 16
+  4 ratio float*
+  5 scale float*
+  6 pre_nms_topn uint32 = 6000
+  7 post_nms_topn uint32 = 300
+  8 nms_thresh float = 0.7
+
+# eric612/MobileNet-YOLO
+message YoloDetectionOutputParameter
+  1 side uint32 = 13
+  2 num_classes uint32 = 20
+  3 num_box uint32 = 5
+  4 coords uint32 = 4
+  5 confidence_threshold float = 0.01
+  6 nms_threshold float = 0.45
+  7 biases float*
+  8 label_map_file string
+
+message Yolov3DetectionOutputParameter
+  1 num_classes uint32 = 20
+  2 num_box uint32 = 3
+  3 confidence_threshold float = 0.01
+  4 nms_threshold float = 0.45
+  5 biases float*
+  6 anchors_scale uint32*
+  7 mask_group_num uint32 = 2
+  8 mask uint32*
+
 # Deprecated V1 layer (before 2015). Its params reuse the V2 messages.
 message V1LayerParameter
   2 bottom string*
@@ -522,7 +704,7 @@ message V1LayerParameter
   27 accuracy_param AccuracyParameter
   23 argmax_param ArgMaxParameter
   9 concat_param ConcatParameter
-  40 contrastive_loss_param OpenParameter
+  40 contrastive_loss_param ContrastiveLossParameter
   10 convolution_param ConvolutionParameter
   11 data_param DataParameter
   12 dropout_param DropoutParameter
@@ -531,9 +713,9 @@ message V1LayerParameter
   41 exp_param ExpParameter
   13 hdf5_data_param HDF5DataParameter
   14 hdf5_output_param OpenParameter
-  29 hinge_loss_param OpenParameter
+  29 hinge_loss_param HingeLossParameter
   15 image_data_param ImageDataParameter
-  16 infogain_loss_param OpenParameter
+  16 infogain_loss_param InfogainLossParameter
   17 inner_product_param InnerProductParameter
   18 lrn_param LRNParameter
   22 memory_data_param MemoryDataParameter

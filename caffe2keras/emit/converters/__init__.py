@@ -8,4 +8,17 @@ Converter modules import Keras (and our Keras layers) inside the converter funct
 never at module level: `inspect` loads this registry to list supported types and must
 stay free of Keras's import cost.
 """
-from . import activations, conv, dense, fork, norm, pooling, ssd, tensor  # noqa: F401
+from . import (  # noqa: F401
+    activations,
+    conv,
+    dense,
+    detect,
+    fork,
+    norm,
+    pooling,
+    ssd,
+    tensor,
+    zoo_bn,
+    zoo_bvlc,
+    zoo_recurrent,
+)

@@ -37,7 +37,7 @@ def _conv_common(layer, bottoms):
 
 def convolution_shape(layer, bottoms):
     p, (n, c, h, w), group = _conv_common(layer, bottoms)
-    if layer.type != "Convolution" and group == 1:
+    if layer.type in DEPTHWISE_TYPES and group == 1:
         if c <= 0:
             shape_fail(layer, f"depthwise convolution needs input channels, found {c}")
         group = c  # fork depthwise types: one filter group per input channel
@@ -149,7 +149,8 @@ def _split_stride(s, d):
 
 
 @register_converter(
-    "Convolution", *DEPTHWISE_TYPES, weights=convolution_weights, shape=convolution_shape,
+    "Convolution", "HoleConvolution", *DEPTHWISE_TYPES, weights=convolution_weights,
+    shape=convolution_shape,
     keras_classes=_convolution_classes, fillers=_CONV_FILLERS,
     keras2_h5=Keras2H5(convolution_weights, _convolution_k2_names, needs_shape=False))
 def convolution(ctx):

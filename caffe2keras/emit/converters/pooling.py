@@ -39,11 +39,10 @@ _METHODS = {"MAX": "max", "AVE": "ave", "STOCHASTIC": "stochastic"}
 
 def _pooling_check(layer):
     p = layer.param("pooling_param")
-    if len(layer.tops) > 1:
-        return ("Pooling's second top (the MAX argmax mask) is not supported; remove it "
-                "from the deploy prototxt")
     if p.pool not in _METHODS:
         return f"pool method {p.pool} is not supported (MAX, AVE or STOCHASTIC)"
+    if len(layer.tops) > 1 and p.pool != "MAX":
+        return f"only MAX pooling has a second (mask) top, as in Caffe; this is {p.pool}"
     return None
 
 
@@ -57,6 +56,13 @@ def pooling(ctx):
     method = _METHODS[p.pool]  # _pooling_check refused the others up front
     shape = ctx.in_shapes[0]
     k, s, pad, ceil = pool_geometry(ctx.layer, shape)
+    if len(ctx.step.outputs) > 1:
+        from ..layers.pooling import CaffeMaxPoolingWithArgmax
+
+        # the argmax mask SegNet's Upsample unpools with
+        layer = CaffeMaxPoolingWithArgmax(pool_size=k, strides=s, pad=pad, ceil_mode=ceil,
+                                          name=ctx.name)
+        return list(ctx.add(layer, ctx.inputs[0]))
     if method == "stochastic" and any(pad):
         ctx.fail(f"STOCHASTIC pooling takes no padding (Caffe refuses it), found {pad}")
     out = ctx.out_shapes[0][2:]

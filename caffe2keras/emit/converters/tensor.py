@@ -23,7 +23,7 @@ from ...shapes import (
     shape_fail,
     slice_points,
 )
-from ..registry import register_converter, register_shape
+from ..registry import register_converter
 
 # ---------------------------------------------------------------- shapes (Caffe NCHW)
 
@@ -147,13 +147,6 @@ def tile_shape(layer, bottoms):
 
 def silence_shape(layer, bottoms):
     return [], []
-
-
-# Shapes known, no converter: a net with a Parameter layer is listed as unsupported.
-@register_shape("Parameter")
-def parameter_shape(layer, bottoms):
-    shape = tuple(int(d) for d in layer.param("parameter_param").shape.dim)
-    return [shape], [shape]
 
 
 def _enum(ctx, value, enum):

@@ -102,3 +102,56 @@ class CaffePooling2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "method": self.method, "pool_size": self.pool_size,
                 "strides": self.strides, "pad": self.pad, "ceil_mode": self.ceil_mode}
+
+
+@keras.saving.register_keras_serializable(package="caffe2keras")
+class CaffeMaxPoolingWithArgmax(keras.layers.Layer):
+    """Caffe's MAX pooling with its second top: ``[pooled, mask]``, the mask holding for
+    each output the flat index ``h * W + w`` of its window's maximum in the input plane
+    (as float, like Caffe's top). Windows start at ``i * stride - pad`` and are clipped
+    to the input; the first maximum in row-major order wins ties, as in Caffe."""
+
+    def __init__(self, pool_size=2, strides=None, pad=0, ceil_mode=True, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = _pair(pool_size, "pool_size")
+        self.strides = _pair(self.pool_size if strides is None else strides, "strides")
+        self.pad = _pair(pad, "pad")
+        self.ceil_mode = bool(ceil_mode)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def _out(self, n, i):
+        return pooled_size(n, self.pool_size[i], self.strides[i], self.pad[i], self.ceil_mode)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        shape = (n, self._out(h, 0), self._out(w, 1), c)
+        return [shape, shape]
+
+    def call(self, x):
+        _, h, w, _ = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.pool_size, self.strides, self.pad
+        oh, ow = self._out(h, 0), self._out(w, 1)
+        # pad with -inf so that every window offset is a strided slice; padded cells and
+        # cells past the input never win (Caffe clips its windows to the input)
+        below, right = (oh - 1) * sh + kh - h - ph, (ow - 1) * sw + kw - w - pw
+        x = ops.pad(x, [[0, 0], [ph, max(below, 0)], [pw, max(right, 0)], [0, 0]],
+                    constant_values=float("-inf"))
+        values, index = [], []
+        rows = np.arange(oh) * sh - ph
+        cols = np.arange(ow) * sw - pw
+        for i in range(kh):
+            for j in range(kw):
+                values.append(x[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :])
+                index.append(np.add.outer((rows + i) * w, cols + j))
+        values = ops.stack(values, axis=-1)                        # (N, oh, ow, C, K)
+        pooled = ops.max(values, axis=-1)
+        k = len(index)
+        first = ops.min(ops.where(ops.equal(values, pooled[..., None]),
+                                  ops.arange(k, dtype="int32"), k), axis=-1)
+        table = np.stack(index, axis=-1).astype("float32")[:, :, None, :]  # (oh, ow, 1, K)
+        mask = ops.sum(ops.one_hot(first, k, dtype=x.dtype) * ops.cast(table, x.dtype), -1)
+        return [pooled, mask]
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size,
+                "strides": self.strides, "pad": self.pad, "ceil_mode": self.ceil_mode}
