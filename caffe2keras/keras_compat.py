@@ -125,6 +125,33 @@ def initial_value(var, scope=None):
     return keras.ops.convert_to_numpy(value)
 
 
+def variable_value(array, dtype=None):
+    """``array`` as the initial value of a variable of ``dtype``, in the form its backend
+    adopts with the fewest copies. JAX on CPU adopts a C-contiguous numpy buffer that
+    starts on a 64-byte boundary without copying it (jax.device_put), where
+    ``jnp.asarray`` copies (and first compiles a conversion); so an array that is not such
+    a buffer, or that maps the caffemodel file (whose pages are dropped after the step),
+    is copied once into one. TensorFlow and torch take numpy as it is."""
+    import keras
+    import numpy as np
+
+    from .layout import aligned_empty, is_aligned
+    from .pages import _mapping_of
+
+    a = np.asarray(array)
+    if dtype is not None and a.dtype != np.dtype(dtype):
+        a = a.astype(dtype)
+    if keras.backend.backend() != "jax":
+        return a
+    import jax
+
+    if not is_aligned(a) or _mapping_of(a) is not None:
+        b = aligned_empty(a.shape, a.dtype)
+        b[...] = a
+        a = b
+    return jax.device_put(a)
+
+
 # ------------------------------------------------------------------ saving
 
 def saved_variables(model):

@@ -47,3 +47,19 @@ def test_dense_kernel_after_conv_permutes_rows_to_hwc():
     caffe = x.reshape(1, -1) @ w.T
     keras = layout.to_keras(x).reshape(1, -1) @ layout.dense_kernel_after_conv(w, (c, h, wd))
     np.testing.assert_allclose(keras, caffe)
+
+
+def test_tiled_kernel_transforms_equal_the_plain_transposes(monkeypatch):
+    monkeypatch.setattr(layout, "TILE_VALUES", 64)  # many tiles, ragged last ones
+    rng = np.random.default_rng(2)
+    for shape in [(300, 37, 3, 3), (130, 20, 7, 7), (5, 7, 1, 1), (1, 1, 1, 1)]:
+        w = rng.standard_normal(shape).astype(np.float32)
+        k = layout.conv_kernel(w)
+        np.testing.assert_array_equal(k, w.transpose(layout.OIHW_TO_HWIO))
+        assert layout.is_aligned(k)
+        flat = w.reshape(shape[0], -1)
+        np.testing.assert_array_equal(layout.dense_kernel_after_conv(flat, shape[1:]),
+                                      w.transpose(2, 3, 1, 0).reshape(-1, shape[0]))
+        np.testing.assert_array_equal(layout.dense_kernel(flat), flat.T)
+    strided = rng.standard_normal((40, 300))[:, ::2]   # a non-contiguous view (e.g. .T)
+    np.testing.assert_array_equal(layout.dense_kernel(strided), strided.T)

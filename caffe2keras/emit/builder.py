@@ -11,6 +11,7 @@ from ..depth import deep_graphs, paused_gc
 from ..errors import CaffeFormatError, InternalError
 from ..fillers import fresh_blobs
 from ..graph import Graph
+from ..keras_compat import variable_value
 from ..layout import caffe_shape, keras_shape
 from ..pages import release
 from .context import LayerContext
@@ -86,8 +87,9 @@ def _initial_values(layer, arrays):
         shape = kwargs.get("shape", args[0] if args else None)
         if queue and shape is not None and tuple(np.shape(queue[0])) == tuple(shape):
             value = np.asarray(queue.pop(0))
-            kwargs["initializer"] = lambda shape, dtype=None: value.astype(
-                dtype or value.dtype, copy=False)
+            # never a Keras initializer: the variable is made from the Caffe values,
+            # in the form its backend adopts without copying where it can
+            kwargs["initializer"] = lambda shape, dtype=None: variable_value(value, dtype)
             args = args[1:] if args else args
             kwargs["shape"] = shape
         var = original(*args, **kwargs)
