@@ -60,6 +60,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from ..errors import UserInputError
     from ..export import export_weights
 
     t0 = time.perf_counter()
@@ -68,9 +69,10 @@ def run(args) -> int:
             args.deploy, args.weights, args.output, format=args.format, layout=args.layout,
             outputs=args.outputs, input_shapes=input_shapes(args),
             skip_unknown=args.skip_unknown, verbose=args.verbose)
-    except ValueError as e:
-        if type(e) is not ValueError:  # CaffeFormatError: the CLI prints it
+    except UserInputError as e:
+        if type(e) is not UserInputError:  # CaffeFormatError: the CLI prints it (exit 1)
             raise
+        # options that contradict each other: a usage error, as argparse's (exit 2)
         print(f"caffe2keras weights: error: {e}", file=sys.stderr)
         return 2
     dt = time.perf_counter() - t0
