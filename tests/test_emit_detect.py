@@ -1,4 +1,4 @@
-"""Detection heads of Caffe forks (emit/layers/detect.py) against loop-for-loop numpy ports
+"""Detection heads of Caffe forks (emit/layers/detect.py, detect_nms.py) against loop-for-loop numpy ports
 of each fork's C++ (cited per reference), and, where the Caffe build of ../shared/tools has
 the layer (Proposal), against real Caffe goldens (tests/fixtures/fork_goldens/proposal)."""
 import importlib.util
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import caffe2keras
-from caffe2keras.emit.layers import detect
+from caffe2keras.emit.layers import detect, detect_nms
 from caffe2keras.graph import load_graph
 from caffe2keras.inspect import describe
 
@@ -396,7 +396,7 @@ def test_yolov3_detection_output_matches_the_reference(seed, obj_bias, thr):
     # equal scores in far apart cells: the rows keep cell order
     bottoms[1][..., 6, 7] = bottoms[1][..., 0, 0] = bottoms[1][..., 3, 3]
     ref = yolov3_reference(bottoms, **settings)
-    layer = detect.Yolov3DetectionOutput(**settings, sides=[4, 8])
+    layer = detect_nms.Yolov3DetectionOutput(**settings, sides=[4, 8])
     got = _numpy(layer([to_keras_layout(b) for b in bottoms]))
     assert got.shape == (1, (16 + 64) * 2, 7)
     valid = got[0][got[0, :, 1] >= 0]
@@ -410,7 +410,7 @@ def test_yolov3_detection_output_matches_the_reference(seed, obj_bias, thr):
 def test_yolov3_detection_output_keeps_images_apart():
     """Batch of 2: each image gets its own block (the fork would merge them)."""
     a, b = _yolo_inputs(4, obj_bias=1.0), _yolo_inputs(5, obj_bias=1.0)
-    layer = detect.Yolov3DetectionOutput(**YOLO_SETTINGS, sides=[4, 8])
+    layer = detect_nms.Yolov3DetectionOutput(**YOLO_SETTINGS, sides=[4, 8])
     got = _numpy(layer([to_keras_layout(np.concatenate([x, y])) for x, y in zip(a, b)]))
     for i, bottoms in enumerate((a, b)):
         ref = yolov3_reference(bottoms, **YOLO_SETTINGS)
@@ -527,13 +527,13 @@ def test_yolo_v2_detection_output_matches_the_reference(seed, sides, thr):
         bottoms.append(x.reshape(1, -1, side, side))
     ref = yolo_v2_reference(bottoms, classes, boxes, biases, 0.2, thr)
     assert len(ref) > 0
-    layer = detect.YoloDetectionOutput(classes, boxes, biases, sides=list(sides),
+    layer = detect_nms.YoloDetectionOutput(classes, boxes, biases, sides=list(sides),
                                        confidence_threshold=0.2, nms_threshold=thr)
     got = _numpy(layer([to_keras_layout(b) for b in bottoms]))
     assert got.shape == (1, sum(s * s for s in sides) * boxes, 7)
     assert_blob_close(got[0, :len(ref)], ref, "yolo v2")
     assert np.all(got[0, len(ref):] == -1)
-    again = detect.YoloDetectionOutput.from_config(layer.get_config())
+    again = detect_nms.YoloDetectionOutput.from_config(layer.get_config())
     np.testing.assert_array_equal(_numpy(again([to_keras_layout(b) for b in bottoms])), got)
 
 

@@ -2,7 +2,7 @@
 Reorg and Region (YOLOv2 ports), Proposal (RPN) and Yolov3DetectionOutput (MobileNet-YOLO).
 
 Each type's shape function (Caffe NCHW, for `inspect` and weight checks) sits beside its
-converter; the Keras layers are in emit/layers/detect.py.
+converter; the Keras layers are in emit/layers/detect.py and detect_nms.py.
 """
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def proposal(ctx):
     -1 (Caffe stacks the valid rows of all images)."""
     import keras
 
-    from ..layers.detect import Proposal
+    from ..layers.detect_nms import Proposal
 
     p = ctx.param("proposal_param")
     info = ctx.inputs[2]
@@ -244,7 +244,7 @@ def _yolov3_shape(layer, bottoms):
                     check=_nms_check("yolov3_detection_output_param"))
 def yolov3_detection_output(ctx):
     """(batch, rows, 7) per image, rows as SSD's DetectionOutput; unused rows -1."""
-    from ..layers.detect import Yolov3DetectionOutput
+    from ..layers.detect_nms import Yolov3DetectionOutput
 
     cfg = _yolov3_config(ctx.layer, ctx.in_shapes)
     layer = Yolov3DetectionOutput(**cfg, name=ctx.name)
@@ -285,7 +285,7 @@ def _yolo_shape(layer, bottoms):
                     check=_nms_check("yolo_detection_output_param"))
 def yolo_detection_output(ctx):
     """(batch, rows, 7) per image, as Yolov3DetectionOutput."""
-    from ..layers.detect import YoloDetectionOutput
+    from ..layers.detect_nms import YoloDetectionOutput
 
     layer = YoloDetectionOutput(**_yolo_config(ctx.layer, ctx.in_shapes), name=ctx.name)
     return [ctx.add(layer, list(ctx.inputs))]

@@ -5,6 +5,7 @@ from . import (  # noqa: F401
     activations,
     conv,
     detect,
+    detect_nms,
     fork,
     lrn,
     pooling,
