@@ -438,3 +438,10 @@ def deep_graphs():
                     setattr(module, attr, fn)
                 _saved.clear()
                 sys.setrecursionlimit(limit)
+
+
+def optimizer_variable_index(optimizer, variable):
+    """Index of ``variable`` in the list ``optimizer.build`` got. Keras's own optimizers
+    look it up this way: under TensorFlow's distribution update the variable arrives as
+    the raw tf.Variable (no ``.path``)."""
+    return optimizer._get_variable_index(variable)

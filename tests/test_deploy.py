@@ -42,9 +42,13 @@ FORMATS = ["onnx", "tflite", "saved_model"]
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": ""}
 ON_TF = keras.backend.backend() == "tensorflow"
 FORK_GOLDENS = Path(__file__).resolve().parent / "fixtures" / "fork_goldens"
+# Proposal's golden holds Caffe's packed rois and its split blobs; its padded rows are
+# compared in test_emit_detect, not yet through the deployment formats
+NOT_IN_FORMATS_YET = {"proposal"}
 FIXTURES = ([("conformance", c) for c in CONFORMANCE_CASES] +
             [("model", k) for k in sorted(MODELS_INDEX)] +
-            [("fork", p.name) for p in sorted(FORK_GOLDENS.iterdir()) if p.is_dir()])
+            [("fork", p.name) for p in sorted(FORK_GOLDENS.iterdir())
+             if p.is_dir() and p.name not in NOT_IN_FORMATS_YET])
 F32 = np.float32
 
 tensorflow_run = pytest.mark.skipif(

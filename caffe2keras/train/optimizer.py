@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from ..keras_compat import optimizer_variable_index
+
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 
@@ -107,14 +109,13 @@ class CaffeSolver(keras.optimizers.Optimizer):
             return
         super().build(var_list)
         self._mults = [self.multipliers.get(v.path, (1.0, 1.0)) for v in var_list]
-        self._index = {v.path: i for i, v in enumerate(var_list)}
         self._history = [self.add_variable_from_reference(v, "history") for v in var_list]
         if self.solver_type in ("AdaDelta", "Adam"):
             self._history2 = [self.add_variable_from_reference(v, "history2")
                               for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate):
-        i = self._index[variable.path]
+        i = optimizer_variable_index(self, variable)
         lr_mult, decay_mult = self._mults[i]
         dtype = variable.dtype
         g = ops.cast(gradient, dtype)
