@@ -67,6 +67,8 @@ lr_policy: "step" gamma: 0.1 stepsize: 200
 
 
 def main(lenet_dir, out_dir, steps=300, log=print):
+    import keras  # torch outputs need grad detached: keras.ops.convert_to_numpy does it
+
     import caffe2keras
 
     lenet_dir, out = Path(lenet_dir), Path(out_dir)
@@ -76,7 +78,8 @@ def main(lenet_dir, out_dir, steps=300, log=print):
     zoo = caffe2keras.convert(lenet_dir / "lenet.prototxt",
                               lenet_dir / "lenet_iter_10000.caffemodel")
     test_x, test_y = digits(500, seed=1)
-    before = (np.argmax(np.asarray(zoo({"data": test_x.transpose(0, 2, 3, 1)})["prob"]), 1)
+    probs = zoo({"data": test_x.transpose(0, 2, 3, 1)})["prob"]
+    before = (np.argmax(keras.ops.convert_to_numpy(probs), 1)
               == test_y).mean()
     model = caffe2keras.convert_for_training(out / "solver.prototxt",
                                              lenet_dir / "lenet_iter_10000.caffemodel",
@@ -90,7 +93,7 @@ def main(lenet_dir, out_dir, steps=300, log=print):
             log(f"step {step}: loss {float(loss):.4f}, batch accuracy {float(acc):.2f}")
     scores = model({"data": test_x.transpose(0, 2, 3, 1), "label": test_y},
                    training=False)["ip2"]
-    after = (np.argmax(np.asarray(scores), 1) == test_y).mean()
+    after = (np.argmax(keras.ops.convert_to_numpy(scores), 1) == test_y).mean()
     log(f"accuracy on 500 new font digits: zoo LeNet {before:.3f}, fine-tuned {after:.3f}")
     caffe2keras.save_caffemodel(model, out / "train.prototxt", out / "lenet_fonts.caffemodel")
     model.save(out / "lenet_fonts.keras")
