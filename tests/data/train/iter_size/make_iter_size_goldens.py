@@ -50,8 +50,8 @@ def main():
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(os.path.join(HERE, "net.prototxt"), tmp)
-        subprocess.run([VENV_PYTHON, "-c", f"import sys; sys.path.insert(0, {HERE!r}); "
-                        "import rows; rows.write_hdf5('.')"], cwd=tmp, check=True)
+        script = f"import sys; sys.path.insert(0, {HERE!r}); import rows; rows.write_hdf5('.')"
+        subprocess.run([VENV_PYTHON, "-c", script], cwd=tmp, check=True)
         env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
         for name in rows.RUNS:
             log = subprocess.run([sys.executable, os.path.abspath(__file__), name], cwd=tmp,
