@@ -326,25 +326,16 @@ def _training_model(net, caffemodel, input_shapes, seed, need_loss=True):
 
 
 def _refuse_what_would_train_wrong(net, path):
-    """Shared parameters and losses on ordinary layers are not built: say so, rather
-    than train something else."""
-    owners = {}
+    """Losses on ordinary layers are not built: say so, rather than train something
+    else. Shared parameters are checked here too (sharing.py says what is built)."""
+    from ..sharing import shared_owners
+
     for lay in net.layers:
-        specs = lay.params.param if lay.params._mtype.name == "LayerParameter" else []
-        for spec in specs:
-            if spec.name:
-                owners.setdefault(spec.name, []).append(lay.name)
         if any(lay.params.loss_weight):
             raise UnsupportedLayerError(
                 f"loss_weight on a {lay.type} layer (a loss from an ordinary layer's top) is "
                 f"not supported for training", path=path, layer=lay.name)
-    shared = {k: v for k, v in owners.items() if len(v) > 1}
-    if shared:
-        name, layers = next(iter(shared.items()))
-        raise UnsupportedLayerError(
-            f"parameter '{name}' is shared by layers {', '.join(layers)}; shared parameters "
-            f"are not supported for training (each layer would learn its own copy)",
-            path=path)
+    shared_owners(net.layers, path)
 
 
 class _Blob:
