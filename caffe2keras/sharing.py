@@ -5,7 +5,9 @@ owner's Keras layer, so one variable serves both, gets both gradients (as Caffe 
 the diffs into the owner's) and stays shared in a saved .keras."""
 from __future__ import annotations
 
-from .errors import UnsupportedLayerError
+import warnings
+
+from .errors import CaffeWarning, UnsupportedLayerError
 
 
 def param_names(layer):
@@ -15,10 +17,12 @@ def param_names(layer):
     return [spec.name for spec in layer.params.param]
 
 
-def shared_owners(layers, path=None) -> dict:
+def shared_owners(layers, path=None, strict=True) -> dict:
     """{sharing layer name: owner layer name} for layers (in net order) that reuse
     every parameter of one earlier layer, in the same order. Partial sharing (some of a
-    layer's blobs, or blobs of several owners) is refused with the reason."""
+    layer's blobs, or blobs of several owners) is refused with the reason; with
+    ``strict=False`` (inference from a caffemodel, whose sharing layers hold copies of
+    the shared blobs) such a layer keeps its own copy, with a warning."""
     owner_of, out = {}, {}
     for lay in layers:
         names = param_names(lay)
@@ -32,11 +36,16 @@ def shared_owners(layers, path=None) -> dict:
         own = param_names(owner_of[names[0]][0]) if names[0] in owner_of else []
         if (len(owners) > 1 or not all(names) or names != own[:len(names)]
                 or len(names) != len(own) or owner.type != lay.type):
-            raise UnsupportedLayerError(
-                f"layer '{lay.name}' shares parameters {[n for n in names if n]} in a way "
-                f"caffe2keras does not build: a layer must share all its parameters, in "
-                f"order, with one earlier layer of the same type (here "
-                f"{', '.join(sorted(owners))})", path=path, layer=lay.name)
+            msg = (f"layer '{lay.name}' shares parameters {[n for n in names if n]} in a way "
+                   f"caffe2keras does not build: a layer must share all its parameters, in "
+                   f"order, with one earlier layer of the same type (here "
+                   f"{', '.join(sorted(owners))})")
+            if strict:
+                raise UnsupportedLayerError(msg, path=path, layer=lay.name)
+            warnings.warn(f"{path}: {msg}; it keeps its own copy of the caffemodel's "
+                          f"values (right for inference; trained, the copies would part)",
+                          CaffeWarning, stacklevel=3)
+            continue
         for mine, theirs in zip(lay.params.param, owner.params.param):
             for field in ("lr_mult", "decay_mult"):  # Caffe: CHECK_EQ where both set
                 if mine.has(field) and getattr(mine, field) != getattr(theirs, field):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import caffe2keras
-from caffe2keras import UnsupportedLayerError
+from caffe2keras import CaffeWarning, UnsupportedLayerError
 
 from .shared import ROOT, to_numpy
 
@@ -65,15 +65,30 @@ def test_training_matches_caffe_and_writes_back_the_copies(tmp_path):
             close(blob.array(want.shape), want)
 
 
+def _edited(tmp_path, old, new):
+    head, tail = NET.read_text().split('layer { name: "ip1_p"')
+    assert old in tail
+    bad = tmp_path / "net.prototxt"  # the edit in the sharing layer ip1_p
+    bad.write_text(head + 'layer { name: "ip1_p"' + tail.replace(old, new, 1))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{bad}"\n{SOLVER}\n')
+    return bad, solver
+
+
 @pytest.mark.parametrize("old, new, message", [
     ('name: "ip1_b"', 'name: "other_b"', "must share all its parameters"),
     ('name: "ip1_b" lr_mult: 0', 'name: "ip1_b" lr_mult: 3', "lr_mult 3.0, not 0.0"),
     ("num_output: 2", "num_output: 2 bias_term: false", "not configured as its owner's"),
 ])
-def test_sharing_it_cannot_build_is_refused(tmp_path, old, new, message):
-    head, tail = NET.read_text().split('layer { name: "ip1_p"')
-    assert old in tail
-    bad = tmp_path / "net.prototxt"  # the edit in the sharing layer ip1_p
-    bad.write_text(head + 'layer { name: "ip1_p"' + tail.replace(old, new, 1))
+def test_sharing_it_cannot_build_is_refused_for_training(tmp_path, old, new, message):
+    _, solver = _edited(tmp_path, old, new)
     with pytest.raises(UnsupportedLayerError, match=message):
-        caffe2keras.convert(bad)
+        caffe2keras.convert_for_training(solver)  # fresh: no blob count to trip on
+
+
+def test_partial_sharing_converts_for_inference_with_copies(tmp_path):
+    bad, _ = _edited(tmp_path, 'name: "ip1_b"', 'name: "other_b"')
+    with pytest.warns(CaffeWarning, match="keeps its own copy"):
+        model = caffe2keras.convert(bad, INIT)
+    assert len(model.weights) == 6  # ip1_p has its own weights, from the caffemodel
+    close(to_numpy(model(nhwc(batch(0)))["feat_p"]), GOLDEN["forward/feat_p"])

@@ -208,7 +208,8 @@ def _build_model(graph: Graph, outputs, with_weights, name, fill_fresh, seed):
         tensors[blob] = inp
         model_inputs[graph.values[blob].blob] = inp
     rng = np.random.default_rng(seed) if fill_fresh and not with_weights else None
-    owners = shared_owners([n.layer for n in graph.nodes], graph.net.path)
+    # training refuses partial sharing before it gets here (train/model.py)
+    owners = shared_owners([n.layer for n in graph.nodes], graph.net.path, strict=False)
     made = {}  # Caffe layer name: the Keras layers of its step (for sharing layers)
     for step in plan:
         _infer_late(graph, step)
