@@ -166,6 +166,8 @@ def variable_value(array, dtype=None):
             return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
         import torch
 
+        if want.kind == "u" and want.itemsize > 1:
+            return a  # Keras's torch backend widens these to int64 itself
         return torch.from_numpy(a)
     except (TypeError, ValueError, BufferError, RuntimeError):
         return a  # a dtype the exchange lacks: Keras converts it as usual
