@@ -127,29 +127,50 @@ def initial_value(var, scope=None):
 
 def variable_value(array, dtype=None):
     """``array`` as the initial value of a variable of ``dtype``, in the form its backend
-    adopts with the fewest copies. JAX on CPU adopts a C-contiguous numpy buffer that
-    starts on a 64-byte boundary without copying it (jax.device_put), where
-    ``jnp.asarray`` copies (and first compiles a conversion); so an array that is not such
-    a buffer, or that maps the caffemodel file (whose pages are dropped after the step),
-    is copied once into one. TensorFlow and torch take numpy as it is."""
+    takes over without copying, so that converting a model holds each weight once.
+
+    An array that layout.aligned_empty allocated (layout.is_fresh: a transformed kernel
+    nobody else holds) becomes the variable's memory; any other array (a caffemodel blob,
+    mapped from the file, whose pages are dropped after the step; a caller's array) is
+    first copied once into such a buffer. Then, on CPU:
+    - JAX: ``jax.device_put`` adopts a C-contiguous 64-byte aligned buffer
+      (``jnp.asarray`` would copy, and first compile a conversion);
+    - TensorFlow: a DLPack view of the buffer, which ``tf.Variable`` adopts
+      (``tf.convert_to_tensor`` of numpy copies twice: numpy's own copy, then an aligned
+      one); TensorFlow copies on the variable's first write, never writing into it;
+    - torch: ``torch.from_numpy``, which the Parameter keeps (Keras converts numpy with
+      ``np.array``, a copy). Training writes into the buffer: hence only fresh ones.
+    On an accelerator the backend copies the value to the device once, as before."""
     import keras
     import numpy as np
 
-    from .layout import aligned_empty, is_aligned
-    from .pages import _mapping_of
+    from .layout import aligned_empty, is_fresh
 
     a = np.asarray(array)
-    if dtype is not None and a.dtype != np.dtype(dtype):
-        a = a.astype(dtype)
-    if keras.backend.backend() != "jax":
-        return a
-    import jax
-
-    if not is_aligned(a) or _mapping_of(a) is not None:
-        b = aligned_empty(a.shape, a.dtype)
+    want = np.dtype(dtype) if dtype is not None else a.dtype
+    backend = keras.backend.backend()
+    if backend not in ("jax", "tensorflow", "torch") or want.kind not in "biuf":
+        return a.astype(want, copy=False)
+    if a.dtype != want or not is_fresh(a):
+        b = aligned_empty(a.shape, want)
         b[...] = a
         a = b
-    return jax.device_put(a)
+    if backend == "jax":
+        import jax
+
+        return jax.device_put(a)
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
+        import torch
+
+        if want.kind == "u" and want.itemsize > 1:
+            return a  # Keras's torch backend widens these to int64 itself
+        return torch.from_numpy(a)
+    except (TypeError, ValueError, BufferError, RuntimeError):
+        return a  # a dtype the exchange lacks: Keras converts it as usual
 
 
 # ------------------------------------------------------------------ saving

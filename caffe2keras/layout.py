@@ -74,21 +74,39 @@ def to_caffe(tensor) -> np.ndarray:
 
 # ------------------------------------------------------------------ weight kernels
 
-ALIGN = 64          # bytes: JAX on CPU adopts a 64-byte aligned numpy buffer without a copy
+ALIGN = 64          # bytes: JAX and TensorFlow on CPU adopt a 64-byte aligned buffer
 TILE_VALUES = 1 << 18   # values per tile of the blocked transposes (1 MB of float32)
+
+
+class _AlignedBuffer(np.ndarray):
+    """The memory behind aligned_empty's arrays. Its type marks the arrays made here (see
+    is_fresh); it is only ever reachable as their ``.base``."""
 
 
 def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on an ALIGN-byte boundary."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    buf = np.empty(nbytes + ALIGN, np.uint8)
+    buf = _AlignedBuffer(nbytes + ALIGN, np.uint8)
     off = (-buf.ctypes.data) % ALIGN
-    return buf[off:off + nbytes].view(dtype).reshape(shape)
+    return np.ndarray(shape, dtype, buffer=buf, offset=off)
 
 
 def is_aligned(a) -> bool:
     return isinstance(a, np.ndarray) and a.flags.c_contiguous and a.ctypes.data % ALIGN == 0
+
+
+def is_fresh(a) -> bool:
+    """Whether ``a`` is an aligned array whose memory aligned_empty allocated: a kernel
+    made by the transforms below, which nothing but its receiver holds. A Keras variable
+    may take such an array over as its own memory (keras_compat.variable_value); any
+    other array (a caffemodel blob, a caller's array) is copied first."""
+    if not is_aligned(a):
+        return False
+    base = a
+    while isinstance(base, np.ndarray) and not isinstance(base, _AlignedBuffer):
+        base = base.base
+    return isinstance(base, _AlignedBuffer)
 
 
 def rows_to_last(w, inner) -> np.ndarray:

@@ -52,3 +52,47 @@ def test_variables_and_graph_walk():
     assert [(where, key) for where, key, _, _ in rows] == [("layers/dense", "0"),
                                                          ("layers/dense", "1")]
     assert all(keras_compat.is_variable(v) for _, _, v, _ in rows)
+
+
+def _data_pointer(variable):
+    """Address of a CPU variable's memory, read the backend's own way."""
+    import numpy as np
+
+    value = variable.value
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return value.unsafe_buffer_pointer()
+    if backend == "torch":
+        return value.data_ptr()
+    return np.from_dlpack(value.read_value()).ctypes.data
+
+
+def _variable_from(array):
+    return keras.Variable(initializer=lambda shape, dtype=None:
+                          keras_compat.variable_value(array, dtype),
+                          shape=array.shape, dtype="float32")
+
+
+def test_a_variable_takes_over_a_fresh_kernel_and_copies_anything_else():
+    """Converting holds each weight once: a kernel made by layout (aligned_empty) becomes
+    the variable's memory; a caller's array or a caffemodel blob is copied, so training
+    the model never writes into it."""
+    import numpy as np
+
+    from caffe2keras import layout
+
+    fresh = layout.conv_kernel(np.arange(4 * 3 * 3 * 3, dtype=np.float32).reshape(4, 3, 3, 3))
+    assert layout.is_fresh(fresh)
+    kept = np.full((3, 3, 3, 4), 2.0, np.float32)
+    assert not layout.is_fresh(kept) and not layout.is_fresh(fresh.transpose(3, 2, 1, 0))
+    taken, copied = _variable_from(fresh), _variable_from(kept)
+    if keras.backend.backend() in ("jax", "tensorflow", "torch"):
+        assert _data_pointer(taken) == fresh.ctypes.data
+    assert _data_pointer(copied) != kept.ctypes.data
+    expected = fresh.copy()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(taken), expected)
+    copied.assign(np.zeros((3, 3, 3, 4), np.float32))
+    kept[...] = 5.0
+    assert (kept == 5.0).all() and not keras.ops.convert_to_numpy(copied).any()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(_variable_from(
+        np.ones((2, 2), np.float64))), np.ones((2, 2), np.float32))  # cast on the way
