@@ -63,7 +63,6 @@ def compare(label, deploy, weights, repeats, size, copies):
             run[i]()
             best[i] = min(best[i], time.perf_counter() - t)
     sep, fused = min(best[0::2]), min(best[1::2])
-    spread = max(best) / min(best)
     print(f"| {keras.backend.backend()} | {label} | {n_sep} / {n_fused} | "
           f"{sep * 1e3:.1f} ms | {fused * 1e3:.1f} ms | {fused / sep:.3f} | "
           f"{' '.join(f'{b * 1e3:.1f}' for b in best)} |", flush=True)

@@ -144,17 +144,17 @@ def densenet121(seed=0, size=224, growth=32, blocks=(6, 12, 24, 16)) -> CaffeNet
         for i in range(1, n + 1):
             name = f"conv{s}_{i}"
             # pre-activation: BatchNorm + Scale + ReLU on a copy of the concatenation
-            b.net.layer(f"{name}_x1_bn", "BatchNorm", x, f"{name}_x1_bn",
+            pre = f"{name}_pre"
+            b.net.layer(f"{pre}_bn", "BatchNorm", x, pre,
                         batch_norm_param={"use_global_stats": True},
                         blobs=[b._blob((c,), fill=0.0), b._blob((c,), fill=1.0),
                                b._blob((1,), fill=1.0)])
-            b.net.layer(f"{name}_x1_scale", "Scale", f"{name}_x1_bn", f"{name}_x1_bn",
-                        scale_param={"bias_term": True},
+            b.net.layer(f"{pre}_scale", "Scale", pre, pre, scale_param={"bias_term": True},
                         blobs=[b._blob((c,), fill=1.0), b._blob((c,), fill=0.0)])
-            b.net.layer(f"{name}_x1_relu", "ReLU", f"{name}_x1_bn", f"{name}_x1_bn")
+            b.net.layer(f"{pre}_relu", "ReLU", pre, pre)
             # conv_x1's BatchNorm + Scale + ReLU are conv_x2's pre-activation; conv_x2 has
             # none (the next layer's comes after the concatenation)
-            y = b.conv(f"{name}_x1", f"{name}_x1_bn", c, 4 * growth, 1)
+            y = b.conv(f"{name}_x1", pre, c, 4 * growth, 1)
             y = b.conv(f"{name}_x2", y, 4 * growth, growth, 3, relu=False, bn=False)
             b.net.layer(f"concat_{s}_{i}", "Concat", [x, y], f"concat_{s}_{i}")
             x, c = f"concat_{s}_{i}", c + growth

@@ -239,8 +239,20 @@ class FieldView(MutableMapping):
         return {t: r for t, r in TYPES.items() if getattr(r, self.field) is not None}
 
     def __getitem__(self, t):
-        value = getattr(self._records()[t], self.field)
+        # one lookup, not a scan of every record: the builder asks per layer
+        load_builtin()
+        rec = TYPES.get(t)
+        value = None if rec is None else getattr(rec, self.field)
+        if value is None:
+            raise KeyError(t)
         return value
+
+    def __contains__(self, t):
+        try:
+            self[t]
+        except KeyError:
+            return False
+        return True
 
     def __setitem__(self, t, value):
         load_builtin()
