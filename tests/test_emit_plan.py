@@ -182,3 +182,23 @@ def test_switch_gives_the_same_plan_names(tmp_path, fuse):
     fused = {s.name: s.activation for s in steps if s.activation}
     assert fused == ({"conv": "relu", "up": "sigmoid", "fc": "tanh", "fc2": "relu"}
                      if fuse else {})
+
+
+def test_layers_sharing_parameters_keep_their_activations_apart(tmp_path):
+    # one Keras layer serves the owner and the sharer (sharing.py): a ReLU after only
+    # one of them must stay a layer of its own
+    w, b = _w(2, 2, 1, 1), _w(2)
+    net = CaffeNetWriter("siamese")
+    net.input("data", (1, 2, 4, 4))
+    net.input("data_p", (1, 2, 4, 4))
+    share = [{"name": "w"}, {"name": "b"}]
+    net.layer("c", "Convolution", "data", "c", param=share, blobs=[w, b],
+              convolution_param={"num_output": 2, "kernel_size": [1]})
+    net.layer("relu", "ReLU", "c", "c")
+    net.layer("c_p", "Convolution", "data_p", "c_p", param=share, blobs=[w, b],
+              convolution_param={"num_output": 2, "kernel_size": [1]})
+    model = quiet_convert(*_files(tmp_path, net))
+    x = X[:1, :4, :4, :2]
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in model({"data": x, "data_p": x}).items()}
+    np.testing.assert_array_equal(out["c"], np.maximum(out["c_p"], 0))
+    assert (out["c_p"] < 0).any()

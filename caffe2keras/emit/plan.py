@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..errors import NameNotFoundError, UnsupportedLayerError
 from ..graph import Graph, Node
+from ..sharing import param_names
 from .registry import layer_type
 
 FUSED_BN_SCALE = "BatchNorm+Scale"
@@ -153,6 +154,8 @@ def _fusable_activation(graph: Graph, node: Node, keep: set):
         return None
     if len(node.inputs) != 1 or len(node.outputs) != 1 or node.outputs[0] in keep:
         return None
+    if any(param_names(node.layer)):
+        return None  # may share its parameters: one Keras layer for owner and sharers
     consumers = graph.consumers(node.outputs[0])
     if len(consumers) != 1:
         return None
