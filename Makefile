@@ -66,6 +66,8 @@ bench: venv backend
 	$(BIN)/python -m pip install -q -e ".[onnx,tflite]"
 	$(BIN)/python bench/bench_deploy.py
 	$(BIN)/python bench/bench_depth.py 1000 5000 20000
+	for b in jax tensorflow torch; do KERAS_BACKEND=$$b $(BIN)/python bench/bench_fused.py --repeats 40 && \
+		KERAS_BACKEND=$$b $(BIN)/python bench/bench_bignets.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .venv-floor .pytest_cache build *.egg-info

@@ -78,7 +78,9 @@ def test_keras_names_are_unique_and_a_real_name_keeps_its_own(tmp_path):
     net = _net()
     proto = tmp_path / "n.prototxt"
     proto.write_text(net.prototxt())
-    model = caffe2keras.convert(str(proto), seed=0)
+    # every blob asked for: the ReLU after the conv stays a layer (else it is the conv's
+    # activation, tests/test_emit_plan.py) and keeps its name in the count
+    model = caffe2keras.convert(str(proto), seed=0, outputs="all")
     # the first of each name keeps it, then NAME_1, NAME_2... skipping names in use
     assert [lay.name for lay in model.layers[1:]] == ["conv", "conv_2", "conv_1", "conv_3"]
 

@@ -17,11 +17,12 @@ class LayerContext:
     def __init__(self, step: Step, graph: Graph, with_weights: bool = True):
         self.step = step
         self.graph = graph
-        self.nodes = step.nodes          # [BatchNorm, Scale] for a fused step
+        self.nodes = step.nodes          # [BatchNorm, Scale], [Convolution, ReLU]: fused
         self.node = step.nodes[0]
         self.layer = self.node.layer
         self.name = step.name            # give the step's weighted Keras layer this name
         self.with_weights = with_weights
+        self.activation = step.activation  # give it to the weighted Keras layer (fused)
 
     def param(self, name):
         """The Caffe layer's ``name`` params message (e.g. "pooling_param")."""

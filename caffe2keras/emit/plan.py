@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..errors import NameNotFoundError, UnsupportedLayerError
 from ..graph import Graph, Node
+from ..sharing import param_names
 from .registry import layer_type
 
 FUSED_BN_SCALE = "BatchNorm+Scale"
@@ -23,6 +24,8 @@ class Step:
     outputs: list    # value ids
     name: str        # Keras name of the step's main layer (unique, sanitised)
     names: Names | None = None   # for the step's helper layers (padding, transposes)
+    activation: str | None = None  # Keras activation the main layer applies (a fused
+                                   # element-wise layer, the last of ``nodes``)
 
     @property
     def node(self) -> Node:
@@ -135,8 +138,47 @@ def _fusable_scale(graph: Graph, bn: Node, keep: set):
     return sc
 
 
+# Fuse an element-wise activation into the layer before it (Conv2D(..., activation=
+# "relu")). Forward latency A/B in BENCHMARKS.md ("Fused activations"); a switch for it.
+FUSE_ACTIVATIONS = True
+
+
+def _fusable_activation(graph: Graph, node: Node, keep: set):
+    """(activation layer, Keras activation name) when the only reader of ``node``'s output
+    is an element-wise layer that ``node``'s converter can apply itself, and that output
+    (the value before the activation) is not asked for; else None. With Caffe's in-place
+    activation the blob's name means the value after it, so asking for the blob keeps
+    the fusion (``keep`` holds the activation's output then)."""
+    rec = layer_type(node.type)
+    if rec is None or rec.takes_activation is None or rec.converter is None:
+        return None
+    if len(node.inputs) != 1 or len(node.outputs) != 1 or node.outputs[0] in keep:
+        return None
+    if any(param_names(node.layer)):
+        return None  # may share its parameters: one Keras layer for owner and sharers
+    consumers = graph.consumers(node.outputs[0])
+    if len(consumers) != 1:
+        return None
+    act = consumers[0]
+    if act.inputs != node.outputs or len(act.outputs) != 1:
+        return None
+    arec = layer_type(act.type)
+    if arec is None or arec.activation is None or arec.converter is None:
+        return None
+    if arec.check is not None and arec.check(act.layer):
+        return None
+    name = arec.activation(act.layer)
+    if not name or not rec.takes_activation(node.layer):
+        return None
+    return act, name
+
+
 def make_plan(graph: Graph, keep=()) -> list:
-    """Steps in graph order. ``keep``: value ids that must stay observable (outputs)."""
+    """Steps in graph order. ``keep``: value ids that must stay observable (outputs).
+
+    Fusions: a BatchNorm with the Scale after it (one BatchNormalization), and a layer
+    whose record takes an activation with the element-wise layer after it (its Keras
+    layer applies the activation; the step keeps the first layer's type and name)."""
     keep = set(keep)
     names = Names()
     steps, absorbed = [], set()
@@ -150,6 +192,13 @@ def make_plan(graph: Graph, keep=()) -> list:
                 steps.append(Step(FUSED_BN_SCALE, [node, sc], list(node.inputs),
                                   list(sc.outputs), keras_name(node.name)))
                 continue
+        fused = _fusable_activation(graph, node, keep) if FUSE_ACTIVATIONS else None
+        if fused is not None:
+            act, activation = fused
+            absorbed.add(id(act))
+            steps.append(Step(node.type, [node, act], list(node.inputs), list(act.outputs),
+                              keras_name(node.name), activation=activation))
+            continue
         steps.append(Step(node.type, [node], list(node.inputs), list(node.outputs),
                           keras_name(node.name)))
     # Keras names are unique; Caffe's need not be (a repeated name, or two that sanitise

@@ -2,7 +2,8 @@
 
 A :class:`LayerType` holds the converter, the weights function, the shape function, the
 setting checks, the Keras classes the converter makes (for the weight-export fast path),
-the fillers (fresh weights) and the keras2-h5 layout. One call fills it::
+the fillers (fresh weights), the keras2-h5 layout and how layers of the type fuse with
+an element-wise activation after them. One call fills it::
 
     @caffe2keras.register_converter("MyType", weights=my_weights, shape=my_shape,
                                     keras_classes="MyKerasLayer")
@@ -85,6 +86,13 @@ class LayerType:
     note:      ``fn(layer) -> str | None``: what `inspect` says about how this layer
                converts where a user needs to know (a fork's family, static shapes for
                a data-dependent top...); None: nothing to say.
+    activation: for element-wise types: ``fn(layer) -> str | None``, the name of the
+               Keras activation that computes this layer exactly ("relu"), so that the
+               layer before it may apply it (emit/plan.py); None: never fused.
+    takes_activation: ``fn(layer) -> bool``: the converter of this layer gives
+               ``ctx.activation`` (a Keras activation name, or None) to its weighted Keras
+               layer, whose output is then the step's output, as ``Conv2D(...,
+               activation="relu")`` in keras.applications. None: it does not.
     """
     name: str
     converter: Callable | None = None
@@ -95,6 +103,8 @@ class LayerType:
     fillers: Fillers | Callable | None = None
     keras2_h5: Keras2H5 | None = None
     note: Callable | None = None
+    activation: Callable | None = None
+    takes_activation: Callable | None = None
 
     def weighted_classes(self, ctx):
         """[(keras layer name, Keras class name)] of the weight-holding layers the
@@ -132,7 +142,8 @@ def _update(name: str, **values) -> LayerType:
 
 
 def register_converter(*types, weights=None, shape=None, check=None, keras_classes=None,
-                       fillers=None, keras2_h5=None, note=None, module=None, layer=None):
+                       fillers=None, keras2_h5=None, note=None, activation=None,
+                       takes_activation=None, module=None, layer=None):
     """Decorator: ``@register_converter("MyType", weights=..., shape=...)`` makes
     ``fn(ctx)`` the converter of Caffe layers of ``types`` and fills their records; see
     :class:`LayerType` for what each keyword takes.
@@ -140,7 +151,9 @@ def register_converter(*types, weights=None, shape=None, check=None, keras_class
     Replacing a built-in type keeps its weights, shape, check, fillers, keras2_h5 and note
     unless given here (so a new converter still gets the built-in weights), but forgets
     its ``keras_classes``: only you know which Keras layers your converter makes, so
-    weight export takes the always-right slow path unless you pass them.
+    weight export takes the always-right slow path unless you pass them. It forgets
+    ``activation`` and ``takes_activation`` too: a fused step never calls your converter
+    for the activation, and yours need not apply one.
 
     module, layer: for ``"Python"`` layers, the ``python_param`` they are written with:
     ``@register_converter("Python", module="rpn.proposal_layer", layer="ProposalLayer")``
@@ -163,7 +176,8 @@ def register_converter(*types, weights=None, shape=None, check=None, keras_class
 
     def register(fn):
         for t in types:
-            _update(t, converter=fn, keras_classes=keras_classes, **given)
+            _update(t, converter=fn, keras_classes=keras_classes, activation=activation,
+                    takes_activation=takes_activation, **given)
         return fn
     return register
 
@@ -225,12 +239,26 @@ class FieldView(MutableMapping):
         return {t: r for t, r in TYPES.items() if getattr(r, self.field) is not None}
 
     def __getitem__(self, t):
-        value = getattr(self._records()[t], self.field)
+        # one lookup, not a scan of every record: the builder asks per layer
+        load_builtin()
+        rec = TYPES.get(t)
+        value = None if rec is None else getattr(rec, self.field)
+        if value is None:
+            raise KeyError(t)
         return value
+
+    def __contains__(self, t):
+        try:
+            self[t]
+        except KeyError:
+            return False
+        return True
 
     def __setitem__(self, t, value):
         load_builtin()
         extra = {"keras_classes": None} if self.field in ("converter", "weights") else {}
+        if self.field == "converter":
+            extra.update(activation=None, takes_activation=None)
         _update(t, **{self.field: value}, **extra)
 
     def __delitem__(self, t):

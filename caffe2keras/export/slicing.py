@@ -88,7 +88,8 @@ def compute(fn, ctx, dtype=np.float32) -> Result:
     blobs = ctx.layer.blobs
     total = sum(b.nbytes for b in blobs)
     n = blobs[0].shape[0] if blobs and blobs[0].ndim else 0
-    if total <= 2 * BLOCK_BYTES or len(ctx.nodes) > 1 or \
+    # a fused activation has no blobs: only a second layer's blobs (Scale) forbid slices
+    if total <= 2 * BLOCK_BYTES or any(n.layer.blobs for n in ctx.nodes[1:]) or \
             any(b.ndim == 0 or b.shape[0] != n for b in blobs):
         return whole(_run(fn, ctx), dtype)
     rows = _block_rows(n, max(1, BLOCK_BYTES * n // total))

@@ -30,7 +30,12 @@ def _one(ctx, layer):
     return [ctx.add(layer, ctx.inputs[0])]
 
 
-@register_converter("ReLU", shape=same_shape, keras_classes=())
+def _relu_activation(layer):
+    """Plain ReLU is Keras's "relu" activation (which the layer before may apply)."""
+    return None if layer.param("relu_param").negative_slope else "relu"
+
+
+@register_converter("ReLU", shape=same_shape, keras_classes=(), activation=_relu_activation)
 def relu(ctx):
     import keras
 
@@ -84,14 +89,16 @@ def elu(ctx):
     return _one(ctx, keras.layers.ELU(alpha=ctx.param("elu_param").alpha, name=ctx.name))
 
 
-@register_converter("Sigmoid", shape=same_shape, keras_classes=())
+@register_converter("Sigmoid", shape=same_shape, keras_classes=(),
+                    activation=lambda layer: "sigmoid")
 def sigmoid(ctx):
     import keras
 
     return _one(ctx, keras.layers.Activation("sigmoid", name=ctx.name))
 
 
-@register_converter("TanH", shape=same_shape, keras_classes=())
+@register_converter("TanH", shape=same_shape, keras_classes=(),
+                    activation=lambda layer: "tanh")
 def tanh(ctx):
     import keras
 

@@ -130,6 +130,10 @@ def _convolution_k2_names(ctx, n):
 _CONV_FILLERS = Fillers("convolution_param", ("weight_filler", "bias_filler"))
 
 
+def _always(layer):
+    return True
+
+
 def _split_stride(s, d):
     """Keras refuses stride > 1 with dilation > 1. Sampling the (padded) input every g =
     gcd(s, d) rows is exact and cuts both by g: (input step, conv stride, dilation,
@@ -151,7 +155,7 @@ def _split_stride(s, d):
 @register_converter(
     "Convolution", "HoleConvolution", *DEPTHWISE_TYPES, weights=convolution_weights,
     shape=convolution_shape,
-    keras_classes=_convolution_classes, fillers=_CONV_FILLERS,
+    keras_classes=_convolution_classes, fillers=_CONV_FILLERS, takes_activation=_always,
     keras2_h5=Keras2H5(convolution_weights, _convolution_k2_names, needs_shape=False))
 def convolution(ctx):
     import keras
@@ -163,8 +167,9 @@ def convolution(ctx):
     step, s, d, after = _split_stride(s, d)
     split = max(step) > 1
     padding = "same" if not split and _same_padding(k, s, pad, d) else "valid"
+    # a fused activation (emit/plan.py) commutes with the output subsampling below
     common = {"strides": s, "dilation_rate": d, "use_bias": p.bias_term,
-              "padding": padding, "name": ctx.name}
+              "padding": padding, "activation": ctx.activation, "name": ctx.name}
     if _is_depthwise(ctx):
         conv = DepthwiseConv2D(
             k, depth_multiplier=p.num_output // ctx.in_shapes[0][1], **common)
@@ -189,6 +194,12 @@ def _deconv_geometry(ctx):
     return p, k, s, pad, d
 
 
+def _plain_deconvolution(layer):
+    """Keras's own Conv2DTranspose computes it (no groups, no dilation)."""
+    p = layer.param("convolution_param")
+    return p.group == 1 and tuple(conv_geometry(layer)[3]) == (1, 1)
+
+
 def deconvolution_weights(ctx):
     blobs = ctx.blobs
     return {ctx.name: [layout.deconv_kernel(blobs[0]), *blobs[1:2]]}
@@ -197,8 +208,7 @@ def deconvolution_weights(ctx):
 def _deconvolution_classes(ctx):
     if len(ctx.step.inputs) != 1:
         return None
-    p, _, _, _, d = _deconv_geometry(ctx)
-    plain = p.group == 1 and tuple(d) == (1, 1)
+    plain = _plain_deconvolution(ctx.layer)
     return [(ctx.name, "Conv2DTranspose" if plain else "GroupedConv2DTranspose")]
 
 
@@ -212,6 +222,7 @@ def _deconvolution_k2(ctx):
 @register_converter(
     "Deconvolution", weights=deconvolution_weights, shape=deconvolution_shape,
     keras_classes=_deconvolution_classes, fillers=_CONV_FILLERS,
+    takes_activation=_plain_deconvolution,
     keras2_h5=Keras2H5(_deconvolution_k2, lambda ctx, n: ["kernel", "bias"][:n],
                        needs_shape=False))
 def deconvolution(ctx):
@@ -220,12 +231,12 @@ def deconvolution(ctx):
     from ..layers.conv import GroupedConv2DTranspose
 
     p, k, s, pad, d = _deconv_geometry(ctx)
-    if p.group == 1 and d == (1, 1):
+    if _plain_deconvolution(ctx.layer):
         # output_padding 0 keeps Keras's length at (H-1)*s + k, Caffe's full output,
         # also when k < s (Keras's own default would give H*s).
         deconv = keras.layers.Conv2DTranspose(
             p.num_output, k, strides=s, padding="valid", output_padding=(0, 0),
-            use_bias=p.bias_term, name=ctx.name)
+            use_bias=p.bias_term, activation=ctx.activation, name=ctx.name)
         crop = keras.layers.Cropping2D(((pad[0], pad[0]), (pad[1], pad[1])),
                                        name=ctx.sub_name("crop")) if any(pad) else None
     else:

@@ -129,6 +129,7 @@ def _inner_product_k2(ctx):
 @register_converter(
     "InnerProduct", weights=inner_product_weights, shape=inner_product_shape,
     check=_inner_product_check, keras_classes=_inner_product_classes,
+    takes_activation=lambda layer: True,
     fillers=Fillers("inner_product_param", ("weight_filler", "bias_filler")),
     keras2_h5=Keras2H5(_inner_product_k2, lambda ctx, n: ["kernel", "bias"][:n]))
 def inner_product(ctx):
@@ -146,9 +147,11 @@ def inner_product(ctx):
     if kind == "einsum":
         equation, out_shape, _ = extra
         layer = keras.layers.EinsumDense(equation, out_shape, name=ctx.name,
+                                         activation=ctx.activation,
                                          bias_axes=_OUT if p.bias_term else None)
     else:
-        layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=ctx.name)
+        layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term,
+                                   activation=ctx.activation, name=ctx.name)
     return [ctx.add(layer, x)]
 
 
