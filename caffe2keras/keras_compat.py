@@ -254,6 +254,14 @@ def tensorflow_backend_nn():
     return nn
 
 
+def tensorflow_backend_core():
+    """Keras's TensorFlow backend ``core`` module, whose ``scan`` the ONNX export replaces
+    while tracing (deploy/_tensorflow.py: recurrent layers)."""
+    from keras.src.backend.tensorflow import core
+
+    return core
+
+
 def standardize_data_format(data_format):
     from keras.src import backend
 

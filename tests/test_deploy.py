@@ -1,9 +1,11 @@
-"""Deployment formats (caffe2keras/deploy/): every conformance case, model golden and
-fork golden exported to ONNX, TFLite and a SavedModel, run in onnxruntime, the LiteRT
-interpreter and TensorFlow, against the blobs real Caffe computed (the project's
-criterion). Layers with no Caffe golden here (Interp, ShuffleChannel, SegNet Upsample,
-MVN, the activations...) are checked against the Keras model, itself checked against
-references in test_emit_*.
+"""Deployment formats (caffe2keras/deploy/): every real-Caffe golden the test suite holds
+(the conformance cases and model goldens in ../shared, the fork goldens in
+tests/fixtures/fork_goldens, the archives in tests/data) exported to ONNX, TFLite and a
+SavedModel, run in onnxruntime, the LiteRT interpreter and TensorFlow, against the blobs
+real Caffe computed (the project's criterion). Small cases are exported in batches, one
+file holding many nets side by side, to keep the test time down. Layers with no Caffe
+golden here (Interp, ShuffleChannel, SegNet Upsample and BN, Axpy, the detection heads...)
+are checked against the Keras model, itself checked against references in test_emit_*.
 
 The exports are traced on the TensorFlow backend whatever backend runs, so these run
 once, in the KERAS_BACKEND=tensorflow run (with the [onnx] and [tflite] extras); under
@@ -27,6 +29,9 @@ from caffe2keras.deploy.runtime import load_artifact
 from caffe2keras.errors import CaffeFormatError
 
 from . import test_emit_ssd as ssd
+from .compute_goldens import ARCHIVE as COMPUTE_ARCHIVE
+from .compute_goldens import LAYERS_ARCHIVE, write_case
+from .compute_goldens import cases as archive_cases
 from .shared import (
     CONFORMANCE_CASES,
     MODELS,
@@ -37,18 +42,23 @@ from .shared import (
     to_caffe_layout,
     to_keras_layout,
 )
+from .test_emit_detect import assert_proposals
+from .test_emit_zoo import FILTER_CASES
 
 FORMATS = ["onnx", "tflite", "saved_model"]
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": ""}
 ON_TF = keras.backend.backend() == "tensorflow"
-FORK_GOLDENS = Path(__file__).resolve().parent / "fixtures" / "fork_goldens"
-# Proposal's golden holds Caffe's packed rois and its split blobs; its padded rows are
-# compared in test_emit_detect, not yet through the deployment formats
-NOT_IN_FORMATS_YET = {"proposal"}
-FIXTURES = ([("conformance", c) for c in CONFORMANCE_CASES] +
-            [("model", k) for k in sorted(MODELS_INDEX)] +
+TESTS = Path(__file__).resolve().parent
+FORK_GOLDENS = TESTS / "fixtures" / "fork_goldens"
+TENSOR_ARCHIVE = TESTS / "data" / "tensor_goldens.npz"
+DUPLICATE_NAMES = TESTS / "data" / "duplicate_names_golden.npz"
+# exported one net per file: the big nets, and those compared in their own way (SSD's
+# detections, Proposal's padded rows)
+ALONE = {"ssd_detection", "proposal"}
+FIXTURES = ([("model", k) for k in sorted(MODELS_INDEX)] +
             [("fork", p.name) for p in sorted(FORK_GOLDENS.iterdir())
-             if p.is_dir() and p.name not in NOT_IN_FORMATS_YET])
+             if p.is_dir() and p.name in ALONE])
+FORK_SMALL = sorted(p.name for p in FORK_GOLDENS.iterdir() if p.is_dir() and p.name not in ALONE)
 F32 = np.float32
 
 tensorflow_run = pytest.mark.skipif(
@@ -97,6 +107,41 @@ def is_detection(name, blob):
     return blob == "detection_out" or (name == "ssd_detection" and blob.startswith("det"))
 
 
+def compare(name, got, feed, golden, fmt):
+    """Hold every blob of ``golden`` (Caffe layout) to the criterion; ``got``: the
+    artifact's outputs (Keras layouts). Returns how many blobs were compared."""
+    checked = 0
+    for blob, ref in golden.items():
+        if blob in feed and blob not in got:
+            assert fmt == "onnx", f"{name}:{blob}: input blob missing from the {fmt} outputs"
+            continue   # ONNX files leave out outputs that are their inputs
+        if is_detection(name, blob):
+            if got[blob].ndim == 3:   # DetectionOutput's fixed-size rows
+                ssd.assert_detections(got[blob], ref, blob,
+                                      any_tie_order=blob in ssd.STD_SORT_TIES)
+                checked += 1
+            continue
+        if name == "proposal" and blob.startswith("prop_"):
+            if not blob.endswith("_scores"):
+                # Caffe stacks the valid rows of every image; the converted layer gives
+                # each image a fixed block of post_nms_topn rows padded with -1
+                post = len(got[blob]) // len(feed["rpn_cls_prob"])
+                assert_proposals(got[blob], got[f"{blob}_scores"], ref,
+                                 golden[f"{blob}_scores"], post, blob)
+                checked += 1
+            continue
+        mine = to_caffe_layout(got[blob])
+        if name in FILTER_CASES:
+            # Caffe's Filter top holds the kept items only (a data-dependent batch); the
+            # converted layer gives them first, then zero rows
+            kept = int(np.count_nonzero(feed["sel"]))
+            assert not mine[kept:].any(), f"{name}:{blob}: rows after the kept items"
+            mine = mine[:kept]
+        assert_blob_close(mine, ref, f"{name}:{blob}")
+        checked += 1
+    return checked
+
+
 # ------------------------------------------------------ every golden, every format
 
 @tensorflow_run
@@ -111,20 +156,75 @@ def test_golden_in_its_runtime(kind, name, fmt, tmp_path):
     with np.load(inputs) as i, np.load(outputs) as o:
         feed, golden = dict(i), dict(o)
     got = artifact.run({k: to_keras_layout(v) for k, v in feed.items()})
-    checked = 0
-    for blob, ref in golden.items():
-        if blob in feed and blob not in got:
-            assert fmt == "onnx", f"{blob}: input blob missing from the {fmt} outputs"
-            continue   # ONNX files leave out outputs that are their inputs
-        if is_detection(name, blob):
-            if got[blob].ndim == 3:   # DetectionOutput's fixed-size rows
-                ssd.assert_detections(got[blob], ref, blob,
-                                      any_tie_order=blob in ssd.STD_SORT_TIES)
-                checked += 1
-            continue
-        assert_blob_close(to_caffe_layout(got[blob]), ref, blob)
-        checked += 1
-    assert checked >= 1
+    assert compare(name, got, feed, golden, fmt) >= 1
+
+
+def files_case(name, deploy_path, weights, inputs, outputs):
+    with np.load(inputs) as i, np.load(outputs) as o:
+        return name, deploy_path, weights, dict(i), dict(o)
+
+
+def batch_cases(batch, tmp_path):
+    """[(name, prototxt, caffemodel, inputs, Caffe's blobs)] of a batch of small goldens."""
+    if batch == "conformance":
+        return ([files_case(c, *conformance_files(c)) for c in CONFORMANCE_CASES] +
+                [files_case(f"fork_{c}", *fixture_files("fork", c)) for c in FORK_SMALL])
+    if batch == "tensor+names":
+        with np.load(DUPLICATE_NAMES) as g:
+            deploy_path, weights = tmp_path / "dup.prototxt", tmp_path / "dup.caffemodel"
+            deploy_path.write_text(str(g["prototxt"]))
+            weights.write_bytes(g["caffemodel"].tobytes())
+            dup = ("duplicate_names", deploy_path, weights, {"data": g["in/data"]},
+                   {k: g[f"out/{k}"] for k in ("c1", "c2", "p", "k1", "k2", "out")})
+        return [(c, *write_case(c, tmp_path, TENSOR_ARCHIVE))
+                for c in archive_cases("", TENSOR_ARCHIVE)] + [dup]
+    archive = {"compute": COMPUTE_ARCHIVE, "layers": LAYERS_ARCHIVE}[batch]
+    return [(c, *write_case(c, tmp_path, archive)) for c in archive_cases("", archive)]
+
+
+def side_by_side(cases):
+    """One Keras model running every case's net on its own inputs (named CASE.BLOB), with
+    outputs CASE.BLOB; and the feed for it (Keras layouts; each input its own batch)."""
+    from caffe2keras.emit.plan import keras_name
+
+    inputs, outputs, feed = {}, {}, {}
+    for name, deploy_path, weights, ins, _ in cases:
+        model = quiet(caffe2keras.convert, deploy_path, weights, outputs="all")
+        model = keras.Model(model.input, model.output, name=keras_name(name))
+        mine = {}
+        for blob, t in model.input.items():
+            key = keras_name(f"{name}.{blob}")
+            mine[blob] = inputs[key] = keras.Input(t.shape[1:], dtype=t.dtype, name=key)
+            feed[key] = to_keras_layout(ins[blob])
+        for blob, t in model(mine).items():
+            if blob not in ins:   # an input passed through a nested model is no output
+                outputs[f"{name}.{blob}"] = t
+    return keras.Model(inputs, outputs, name="side_by_side"), feed
+
+
+BATCHES = ["conformance", "compute", "layers", "tensor+names"]
+
+
+@tensorflow_run
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_small_goldens_in_their_runtime(batch, fmt, tmp_path):
+    """The small goldens, a batch of nets per file, through the exporter's own path
+    (``write``: the expressibility check, the ONNX bridges, the atomic write)."""
+    from caffe2keras.deploy import _tensorflow
+
+    needs(fmt)
+    cases = batch_cases(batch, tmp_path)
+    assert len(cases) >= 8
+    model, feed = side_by_side(cases)
+    out = tmp_path / f"batch{SUFFIX[fmt]}"
+    quiet(_tensorflow.write, model, fmt, out, first_axis={k: len(v) for k, v in feed.items()})
+    got = load_artifact(out).run(feed)
+    for name, _, _, ins, golden in cases:
+        mine = {blob[len(name) + 1:]: v for blob, v in got.items()
+                if blob.startswith(f"{name}.")}
+        golden = {b: v for b, v in golden.items() if b not in ins}
+        assert compare(name, mine, ins, golden, fmt) >= 1, name
 
 
 # ------------------------------------------- layers without a Caffe golden in ../shared
