@@ -90,6 +90,8 @@ def _weights_to_initializers(graph, weights):
     for node in folded:
         graph.node.remove(node)
     used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    for t in [t for t in graph.initializer if t.name not in used]:   # a folded op's shape
+        graph.initializer.remove(t)
     return [(name, var, steps) for name, (var, steps) in recipes.items() if name in used]
 
 

@@ -20,8 +20,13 @@ from . import MissingExtra, preprocessor_from_state, require
 # layer class: why}}. Filled from running every conformance case, model golden and fork
 # golden through each exporter (tests/test_deploy.py); a class absent here survives.
 UNEXPRESSIBLE = {
-    "onnx": {},
-    "tflite": {},
+    "onnx": {"Yolov3DetectionOutput": "its traced graph holds a TensorFlow Bitcast, which "
+                                      "has no ONNX operator (tf2onnx leaves it unconverted)"},
+    "tflite": {"PSROIPooling": "its position-sensitive sums are einsums that TFLite's "
+                               "builtin ops cannot express (they would need the Flex "
+                               "delegate)",
+               "Yolov3DetectionOutput": "its traced graph holds TensorFlow bit operations "
+                                        "(BitwiseAnd) that have no TFLite builtin op"},
     "saved_model": {},
 }
 NAMES = {"onnx": "ONNX", "tflite": "TFLite", "saved_model": "SavedModel"}
@@ -173,12 +178,15 @@ def _trace(model, fmt, source, run):
 
 
 def _layer_in(text, model):
-    """The model layer a converter message points at (ops are scoped by layer name)."""
-    names = sorted((la for la in model.layers if la.name), key=lambda la: -len(la.name))
-    for la in names:
-        if re.search(rf"(^|[\s'\"/@(]){re.escape(la.name)}(/|['\"\s)@]|$)", text):
-            return la
-    return None
+    """The model layer a converter message points at first (ops are scoped by layer name,
+    which tracing may suffix: ``det_1/BitwiseAnd``); a longer name wins at one place."""
+    found = []
+    for la in model.layers:
+        if la.name:
+            m = re.search(rf"(^|[\s'\"/@(]){re.escape(la.name)}(_\d+)?(/|['\"\s)@]|$)", text)
+            if m:
+                found.append((m.start(), -len(la.name), la))
+    return min(found, key=lambda f: f[:2])[2] if found else None
 
 
 def _onnx_input_names(model):
