@@ -31,7 +31,9 @@ def write_onnx(model, path, specs, input_names):
     import tensorflow as tf
     import tf2onnx
 
-    _patch_tf2onnx()
+    from ..keras_compat import patch_tf2onnx
+
+    patch_tf2onnx()
     variables = list(model.trainable_variables) + list(model.non_trainable_variables)
     n_trainable = len(model.trainable_variables)
     weight_specs = [tf.TensorSpec(v.shape, v.dtype, name=f"caffe2keras_weight_{i}")
@@ -50,15 +52,6 @@ def write_onnx(model, path, specs, input_names):
         if value.name in input_names:
             _rename(proto.graph, value.name, input_names[value.name])
     _stream(proto, initializers, path)
-
-
-def _patch_tf2onnx():
-    """Keras's numpy-2 fixes for tf2onnx, as its own exporter applies them."""
-    try:
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
-    except ImportError:  # a Keras without it: tf2onnx works as it is
-        return
-    patch_tf2onnx()
 
 
 def _weights_to_initializers(graph, weights):

@@ -138,8 +138,9 @@ def _inner_models_unsigned(root):
     default serving signature from its Input shapes; for the model inside
     _with_static_first_axis that is a free first axis, which the recurrent layers cannot
     trace. Only ``root``'s is wanted (the export's own endpoint is another)."""
-    from keras.src.backend.tensorflow.layer import TFLayer
+    from ..keras_compat import tensorflow_layer_class
 
+    TFLayer = tensorflow_layer_class()
     original = TFLayer.__dict__["_default_save_signature"]
     TFLayer._default_save_signature = property(
         lambda self: original.fget(self) if self is root else None)
