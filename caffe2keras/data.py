@@ -1,5 +1,6 @@
-"""Caffe's data layers as batches for Keras: Data (LMDB of Datum records, raw or
-encoded) and ImageData (a list file of "path label" lines), with transform_param.
+"""Caffe's data layers as batches for Keras: Data (LMDB or LevelDB of Datum records, raw
+or encoded), ImageData (a list file of "path label" lines), with transform_param, and
+HDF5Data (a list file of .h5 files; no transform, as Caffe).
 
 Follows BVLC Caffe's data_transformer.cpp: crop at a random offset in TRAIN and at the
 centre otherwise, mirror at random when ``mirror`` is set (in any phase, as Caffe),
@@ -10,8 +11,9 @@ same pixels for PNG/BMP; JPEG decoders may differ by a level). The random choice
 from numpy's generator (``seed``), not Caffe's: same distribution, other draws.
 
 Batches are dicts keyed by the layer's tops (4-D NHWC images, labels (N,)), as the
-model from ``convert_for_training`` takes them. Needs the ``lmdb`` package for Data
-layers (``pip install caffe2keras[data]``).
+model from ``convert_for_training`` takes them (HDF5Data: one entry per top, the dataset
+of that name). Needs the ``lmdb`` package for LMDB sources and ``plyvel`` for LevelDB
+(``pip install caffe2keras[data]``).
 """
 from __future__ import annotations
 
@@ -142,18 +144,22 @@ class CaffeDataset:
         self.transform = Transformer(layer.param("transform_param"), phase, path, self.rng)
         if layer.type == "Data":
             p = layer.param("data_param")
-            if p.backend != "LMDB":
-                _fail("only LMDB Data sources are read (convert a LevelDB with Caffe's "
-                      "convert_imageset, or set backend: LMDB)", path, layer.name)
             self.batch_size = int(p.batch_size)
-            self._records = self._lmdb_records(_beside(p.source, path))
+            if p.backend == "LEVELDB":  # Caffe's default
+                self._records = self._leveldb_records(_beside(p.source, path))
+            else:
+                self._records = self._lmdb_records(_beside(p.source, path))
+        elif layer.type == "HDF5Data":
+            p = layer.param("hdf5_data_param")
+            self.batch_size = int(p.batch_size)
+            self._records = self._hdf5_files(p)
         elif layer.type == "ImageData":
             p = layer.param("image_data_param")
             self.batch_size = int(p.batch_size)
             self._records = self._image_list(p)
         else:
-            _fail(f"{layer.type} layers are not read (Data and ImageData are)", path,
-                  layer.name)
+            _fail(f"{layer.type} layers are not read (Data, ImageData and HDF5Data are)",
+                  path, layer.name)
         if self.batch_size <= 0:
             _fail("batch_size must be positive", path, layer.name)
 
@@ -179,6 +185,98 @@ class CaffeDataset:
             return read_datum(buf, f"{source}[{keys[i].decode(errors='replace')}]",
                               force_color=p.force_encoded_color)
         return keys, get
+
+    def _leveldb_records(self, source):
+        try:
+            import plyvel
+        except ImportError:
+            _fail("reading a LevelDB needs the plyvel package: pip install plyvel (or "
+                  "caffe2keras[data])", self.path, self.layer.name)
+        if not os.path.isdir(source):
+            _fail(f"LevelDB source '{source}' not found", self.path, self.layer.name)
+        try:
+            db = plyvel.DB(source, create_if_missing=False)
+        except plyvel.Error as e:
+            _fail(f"cannot open LevelDB source '{source}': {e}", self.path, self.layer.name)
+        keys = list(db.iterator(include_value=False))  # key order, as Caffe's cursor
+        if not keys:
+            _fail(f"LevelDB source '{source}' holds no records", self.path, self.layer.name)
+        p = self.layer.param("data_param")
+        self._db = db
+
+        def get(i):
+            return read_datum(db.get(keys[i]), f"{source}[{keys[i].decode(errors='replace')}]",
+                              force_color=p.force_encoded_color)
+        return keys, get
+
+    def _hdf5_files(self, p):
+        """HDF5DataLayer's file list: one path a token, relative to the working
+        directory (else beside the list); datasets named as the layer's tops."""
+        source = _beside(p.source, self.path)
+        try:
+            with open(source) as f:
+                names = f.read().split()
+        except OSError as e:
+            _fail(f"cannot read the HDF5 file list '{source}': {e.strerror}", self.path,
+                  self.layer.name)
+        if not names:
+            _fail(f"the HDF5 file list '{source}' names no file", self.path, self.layer.name)
+        files = [_beside(n, source) for n in names]
+        for f in files:
+            if not os.path.exists(f):
+                _fail(f"{source}: HDF5 file '{f}' not found", self.path, self.layer.name)
+        return files, None
+
+    def _read_hdf5(self, name):
+        """{top: rows} of one .h5 file, float32, rows shuffled when Caffe would."""
+        import h5py
+        out = {}
+        try:
+            with h5py.File(name, "r") as f:
+                for top in self.layer.tops:
+                    if top not in f:
+                        _fail(f"{name} has no dataset '{top}' (the layer's tops name "
+                              f"its datasets)", self.path, self.layer.name)
+                    out[top] = np.asarray(f[top], np.float32)
+        except OSError as e:
+            _fail(f"cannot read HDF5 file '{name}': {e}", self.path, self.layer.name)
+        rows = {len(v) for v in out.values()}
+        if len(rows) != 1 or 0 in rows:
+            _fail(f"{name}: datasets {', '.join(self.layer.tops)} must have the same "
+                  f"number of rows (found {sorted(rows)})", self.path, self.layer.name)
+        if self.layer.param("hdf5_data_param").shuffle:
+            perm = self.rng.permutation(rows.pop())
+            out = {k: v[perm] for k, v in out.items()}
+        return out
+
+    def _hdf5_batches(self):
+        """HDF5DataLayer::Next: rows of the current file, then the next file; the file
+        order reshuffled at each pass when shuffle is set."""
+        files = list(self._records[0])
+        shuffle = self.layer.param("hdf5_data_param").shuffle
+        tops = self.layer.tops
+        order = self.rng.permutation(len(files)) if shuffle else range(len(files))
+        pos, row = 0, 0
+        current = self._read_hdf5(files[order[0]])
+        while True:
+            parts = {t: [] for t in tops}
+            for _ in range(self.batch_size):
+                for t in tops:
+                    parts[t].append(current[t][row])
+                row += 1
+                if row == len(current[tops[0]]):
+                    row, pos = 0, pos + 1
+                    if pos == len(files):
+                        pos = 0
+                        if shuffle:
+                            order = self.rng.permutation(len(files))
+                    if len(files) > 1 or shuffle:
+                        current = self._read_hdf5(files[order[pos]])
+            batch = {}
+            for t in tops:
+                a = np.stack(parts[t])
+                batch[t] = a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
+            yield batch
 
     def _image_list(self, p):
         source = _beside(p.source, self.path)
@@ -210,9 +308,19 @@ class CaffeDataset:
         return items, get
 
     def __len__(self):
+        if self.layer.type == "HDF5Data":
+            import h5py
+            total = 0
+            for name in self._records[0]:
+                with h5py.File(name, "r") as f:
+                    total += len(f[self.layer.tops[0]])
+            return total
         return len(self._records[0])
 
     def __iter__(self):
+        if self.layer.type == "HDF5Data":
+            yield from self._hdf5_batches()
+            return
         keys, get = self._records
         i = 0
         tops = self.layer.tops

@@ -353,7 +353,7 @@ def _dummy_shapes(lay: Layer, path):
 
 def _data_shapes(lay: Layer):
     """Best-effort NCHW shape of each top of a data layer (None where it depends on the
-    database). The second top is the label."""
+    database). The second top is the label (HDF5Data: tops are datasets)."""
     t = lay.type
     tp = lay.param("transform_param")
     crop = (tp.crop_h or tp.crop_size, tp.crop_w or tp.crop_size)
@@ -372,7 +372,7 @@ def _data_shapes(lay: Layer):
         if all(hw):
             n = p.batch_size or 1
             return [(n, 3 if p.is_color else 1, *hw), (n, 1, *hw)]
-    return [shape, None]
+    return [shape] + [None] * max(1, len(lay.tops) - 1)  # HDF5Data: any number of tops
 
 
 def _data_tops_to_inputs(layers, data_tops, inputs, overrides, path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import warnings
 
@@ -241,7 +242,7 @@ def test_what_would_train_wrong_is_refused(tmp_path, edit, message):
         text = text.replace('name: "cls" type: "InnerProduct" bottom: "fc1" top: "cls"',
                             'name: "cls" type: "InnerProduct" bottom: "fc1" top: "cls" '
                             'param { name: "w" }')
-        message = "parameter 'w' is shared by layers fc1, cls"
+        message = r"'cls' shares parameters \['w'\] in a way caffe2keras does not build"
     (tmp_path / "n.prototxt").write_text(text)
     with pytest.raises(UnsupportedLayerError, match=message):
         convert_for_training(write_solver(tmp_path, RUNS["sgd_fixed"],
@@ -263,3 +264,61 @@ def test_dropout_is_active_in_training(tmp_path):
     a = to_numpy(model(x, training=True)["cls"])
     b = to_numpy(model(x, training=False)["cls"])
     assert not np.allclose(a, b)
+
+
+ITER = DATA / "iter_size"
+
+
+@pytest.fixture
+def iter_size_setup(tmp_path, monkeypatch):
+    pytest.importorskip("h5py")
+    sys.path.insert(0, str(ITER))
+    import rows
+    sys.path.remove(str(ITER))
+    (tmp_path / "net.prototxt").write_text((ITER / "net.prototxt").read_text())
+    rows.write_hdf5(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return rows, dict(np.load(ITER / "iter_size_goldens.npz"))
+
+
+@pytest.mark.parametrize("run", ["sgd_iter3", "adam_iter2"])
+def test_iter_size_loss_is_caffes_iteration_mean(run, iter_size_setup, tmp_path):
+    """With iter_size n, the n-th train_on_batch of an iteration returns the loss
+    Caffe's solver reports (the mean of n passes over different HDF5Data batches), and
+    the weights after the last iteration are Caffe's."""
+    from caffe2keras import convert_for_training, load_caffemodel, save_caffemodel
+    from caffe2keras.data import caffe_dataset
+
+    rows, golden = iter_size_setup
+    solver = write_solver(tmp_path, rows.RUNS[run], net="net.prototxt")
+    n = load_solver(solver).params.iter_size
+    model = convert_for_training(solver, ITER / "init.caffemodel", input_shapes={
+        "data": (2, 6), "label": (2,), "target": (2, 2)})
+    batches = iter(caffe_dataset("net.prototxt", "TRAIN"))
+    reported = []
+    for _ in range(rows.STEPS):
+        calls = [model.train_on_batch(next(batches)) for _ in range(n)]
+        reported.append(float(calls[-1]))
+    np.testing.assert_allclose(reported, golden[f"{run}/loss"], rtol=1e-4)
+    assert float(calls[0]) != pytest.approx(float(calls[-1]), rel=1e-3)  # a real mean
+    save_caffemodel(model, "net.prototxt", tmp_path / "out.caffemodel",
+                    input_shapes={"data": (2, 6), "label": (2,), "target": (2, 2)})
+    out = load_caffemodel(tmp_path / "out.caffemodel")
+    for layer in ("ip1", "ip2", "ip3"):
+        for i, blob in enumerate(out.layers[layer].blobs):
+            want = golden[f"{run}/final/{layer}/{i}"]
+            np.testing.assert_allclose(blob.array(want.shape), want, rtol=1e-4,
+                                       atol=1e-4 * max(1, np.abs(want).max()))
+
+
+def test_train_command_reports_caffes_smoothed_iteration_loss(iter_size_setup, tmp_path,
+                                                              capsys):
+    from caffe2keras.cli import main
+
+    rows, golden = iter_size_setup
+    write_solver(tmp_path, rows.RUNS["sgd_iter3_average"], net="net.prototxt")
+    assert main(["train", "solver.prototxt", "--weights", str(ITER / "init.caffemodel"),
+                 "--iters", str(rows.STEPS)]) == 0
+    out, err = capsys.readouterr()
+    losses = [float(v) for v in re.findall(r"Iteration \d+, loss = ([\d.e+-]+)", out + err)]
+    np.testing.assert_allclose(losses, golden["sgd_iter3_average/loss"], rtol=1e-4)

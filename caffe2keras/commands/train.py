@@ -109,10 +109,11 @@ def run(args) -> int:
     for it in range(iters):
         if test_every and it % test_every == 0 and (it or p.test_initialization):
             test(it)
-        for _ in range(p.iter_size):
+        for _ in range(p.iter_size):  # the last call returns the iteration's mean loss
             result = model.train_on_batch(next(batches))
-            loss = float(np.asarray(result[0] if isinstance(result, list) else result))
-            recent = (recent + [loss])[-max(1, p.average_loss):]
+        loss = float(np.asarray(result[0] if isinstance(result, list) else result))
+        # Solver::UpdateSmoothedLoss: the mean of the last average_loss iterations
+        recent = (recent + [loss])[-max(1, p.average_loss):]
         smoothed = sum(recent) / len(recent)
         if bar is not None:
             bar.update(it + 1, [("loss", smoothed)])

@@ -14,6 +14,7 @@ from ..graph import Graph
 from ..keras_compat import variable_value
 from ..layout import caffe_shape, keras_shape
 from ..pages import release
+from ..sharing import shared_owners
 from .context import LayerContext
 from .plan import Step, check_supported, keras_name, make_plan, resolve_outputs
 from .registry import CONVERTERS, SHAPE_FUNCTIONS, WEIGHTS
@@ -28,6 +29,7 @@ class StepContext(LayerContext):
         self.inputs = [tensors[v] for v in step.inputs]
         self.net_inputs = [tensors[v] for v in graph.inputs]   # the model's inputs
         self.created = []      # Keras layers made for this step
+        self.share = None      # the owner's Keras layers, when this step shares its params
         self._assigned = set()
         self._keras_weights = None
 
@@ -43,6 +45,8 @@ class StepContext(LayerContext):
         """Call ``layer`` on ``inputs`` (a tensor, or a list for merge layers) and record
         it as part of this step. A layer that gets Caffe weights is built with them as its
         initial values: no random init to pay for and then overwrite."""
+        if self.share is not None:
+            layer = self._owners_layer(layer)
         if layer not in self.created:
             self.created.append(layer)
         preset = (self.keras_weights() or {}).get(layer.name)
@@ -53,6 +57,27 @@ class StepContext(LayerContext):
         if [id(v) for v in layer.weights] == [id(v) for v in created]:
             self._assigned.add(layer.name)
         return out
+
+    def _owners_layer(self, layer):
+        """The owner's Keras layer at the same position, for a layer that shares all
+        its parameters (sharing.py); it must be the same layer but for its name."""
+        i = len(self.created)
+        if layer in self.created or i >= len(self.share):
+            return layer if layer in self.created else self._refuse_share(layer)
+        owner = self.share[i]
+        mine, theirs = dict(layer.get_config()), dict(owner.get_config())
+        mine.pop("name", None)
+        theirs.pop("name", None)
+        if type(layer) is not type(owner) or mine != theirs:
+            self._refuse_share(layer)
+        return owner
+
+    def _refuse_share(self, layer):
+        from ..errors import UnsupportedLayerError
+        raise UnsupportedLayerError(
+            f"layer '{self.layer.name}' shares its parameters, but its Keras layer "
+            f"'{layer.name}' is not configured as its owner's: sharing is built as one Keras "
+            f"layer called twice", path=self.graph.net.path, layer=self.layer.name)
 
     def set_weights(self, layer, arrays):
         """Give ``layer`` its weights (Keras layout, in ``layer.weights`` order)."""
@@ -183,6 +208,9 @@ def _build_model(graph: Graph, outputs, with_weights, name, fill_fresh, seed):
         tensors[blob] = inp
         model_inputs[graph.values[blob].blob] = inp
     rng = np.random.default_rng(seed) if fill_fresh and not with_weights else None
+    # training refuses partial sharing before it gets here (train/model.py)
+    owners = shared_owners([n.layer for n in graph.nodes], graph.net.path, strict=False)
+    made = {}  # Caffe layer name: the Keras layers of its step (for sharing layers)
     for step in plan:
         _infer_late(graph, step)
         if rng is not None:
@@ -190,7 +218,17 @@ def _build_model(graph: Graph, outputs, with_weights, name, fill_fresh, seed):
                 if n.param_shapes and not n.layer.blobs:
                     n.layer.blobs = fresh_blobs(n.layer, n.param_shapes, rng) or []
         ctx = StepContext(step, graph, tensors, with_weights or rng is not None)
+        owner = owners.get(step.node.layer.name)
+        if owner is not None:
+            if len(step.nodes) > 1 or owner not in made:
+                raise CaffeFormatError(
+                    f"layer '{step.node.layer.name}' shares the parameters of '{owner}', "
+                    f"which is fused with another layer or not built before it",
+                    path=graph.net.path, layer=step.node.layer.name)
+            ctx.share = made[owner]
+            ctx.with_weights = False  # its caffemodel blobs are copies of the owner's
         outs = CONVERTERS[step.type](ctx)
+        made[step.node.layer.name] = ctx.created
         if len(outs) != len(step.outputs):
             raise InternalError(
                 f"{_where(ctx)}: the converter returned {len(outs)} tensors for "

@@ -309,6 +309,7 @@ message ImageDataParameter open
 message HDF5DataParameter open
   1 source string
   2 batch_size uint32
+  3 shuffle bool = false
 
 message MemoryDataParameter
   1 batch_size uint32

@@ -50,6 +50,29 @@ class CaffeTrainingModel(keras.Model):
                 var.trainable = False
         self._accuracy_trackers = [keras.metrics.Mean(name=a) for a in self.accuracies]
 
+    def train_on_batch(self, x=None, y=None, sample_weight=None, class_weight=None,
+                       return_dict=False):
+        """Keras's train_on_batch; with the solver's ``iter_size`` n > 1 the loss it
+        returns is the mean over the calls of the Caffe iteration so far, so the n-th
+        call returns what Caffe's solver reports for that iteration (Solver::Step
+        averages the loss of its n forward/backward passes)."""
+        n = int(getattr(self.optimizer, "iter_size", 1) or 1)
+        if n <= 1:
+            return super().train_on_batch(x, y, sample_weight=sample_weight,
+                                          class_weight=class_weight,
+                                          return_dict=return_dict)
+        calls = getattr(self.optimizer, "_iterations", None)  # every call, unlike
+        done = int(ops.convert_to_numpy(calls)) if calls is not None else 0  # .iterations
+        if done % n == 0 or not hasattr(self, "_iteration_losses"):
+            self._iteration_losses = []
+        logs = super().train_on_batch(x, y, sample_weight=sample_weight,
+                                      class_weight=class_weight, return_dict=True)
+        self._iteration_losses.append(float(logs["loss"]))
+        logs["loss"] = sum(self._iteration_losses) / len(self._iteration_losses)
+        if return_dict:
+            return logs
+        return self._flatten_metrics_in_order(logs)  # Keras's own non-dict form
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         total = ops.convert_to_tensor(0.0)
         for name, w in self.loss_weights.items():
@@ -175,7 +198,9 @@ def convert_for_training(solver, caffemodel=None, input_shapes=None, seed=None,
     (4-D NHWC). Outputs: the loss and accuracy tops (scalars) and the blobs they read.
     ``model.train_on_batch(inputs)`` does one Caffe iteration (with iter_size n, n calls
     make one) and returns the loss as Caffe reports it (sum of loss_weight x loss before
-    the update, no weight decay), followed by the accuracies if there are any.
+    the update, no weight decay; with iter_size n, the mean over the iteration's calls so
+    far: the n-th call returns Caffe's iteration loss), followed by the accuracies if
+    there are any.
     """
     if not isinstance(solver, Solver):
         solver = load_solver(solver)
@@ -301,25 +326,16 @@ def _training_model(net, caffemodel, input_shapes, seed, need_loss=True):
 
 
 def _refuse_what_would_train_wrong(net, path):
-    """Shared parameters and losses on ordinary layers are not built: say so, rather
-    than train something else."""
-    owners = {}
+    """Losses on ordinary layers are not built: say so, rather than train something
+    else. Shared parameters are checked here too (sharing.py says what is built)."""
+    from ..sharing import shared_owners
+
     for lay in net.layers:
-        specs = lay.params.param if lay.params._mtype.name == "LayerParameter" else []
-        for spec in specs:
-            if spec.name:
-                owners.setdefault(spec.name, []).append(lay.name)
         if any(lay.params.loss_weight):
             raise UnsupportedLayerError(
                 f"loss_weight on a {lay.type} layer (a loss from an ordinary layer's top) is "
                 f"not supported for training", path=path, layer=lay.name)
-    shared = {k: v for k, v in owners.items() if len(v) > 1}
-    if shared:
-        name, layers = next(iter(shared.items()))
-        raise UnsupportedLayerError(
-            f"parameter '{name}' is shared by layers {', '.join(layers)}; shared parameters "
-            f"are not supported for training (each layer would learn its own copy)",
-            path=path)
+    shared_owners(net.layers, path)
 
 
 class _Blob:

@@ -103,14 +103,18 @@ def save_caffemodel(model, prototxt, out, input_shapes=None):
     import keras
 
     from ..emit.plan import FUSED_BN_SCALE, make_plan
+    from ..sharing import shared_owners
 
     graph = load_graph(prototxt, input_shapes=input_shapes)
     path = graph.net.path
     plan = make_plan(graph, set())
     names = {layer.name for layer in model.layers}
+    owners = shared_owners(graph.net.layers, path)
     for step in plan:
         if not any(n.param_shapes for n in step.nodes):
             continue
+        if step.node.layer.name in owners:
+            continue  # a copy of its owner's blobs, as Caffe saves it (below)
         if step.name not in names:
             raise CaffeFormatError(f"the Keras model has no layer '{step.name}' for the "
                                    f"Caffe layer '{step.node.name}'", path=path,
@@ -148,5 +152,8 @@ def save_caffemodel(model, prototxt, out, input_shapes=None):
                 blobs.append(flat[offsets[k]:offsets[k] + n].reshape(s))
                 k += 1
             node.layer.blobs = blobs
+    by_name = {lay.name: lay for lay in graph.net.layers}
+    for sharer, owner in owners.items():
+        by_name[sharer].blobs = [np.array(b) for b in by_name[owner].blobs]
     CaffeNetWriter.from_net(graph.net).write_caffemodel(out)
     return out
