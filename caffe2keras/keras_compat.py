@@ -275,6 +275,32 @@ def tensorflow_backend_nn():
     return nn
 
 
+def tensorflow_layer_class():
+    """Keras's TensorFlow-backend Layer base, whose ``_default_save_signature`` the
+    SavedModel/TFLite export limits to the exported model (deploy/_tensorflow.py)."""
+    from keras.src.backend.tensorflow.layer import TFLayer
+
+    return TFLayer
+
+
+def patch_tf2onnx():
+    """Keras's numpy-2 fixes for tf2onnx, applied as its own ONNX exporter applies them
+    (deploy/_onnx.py runs tf2onnx itself); nothing where this Keras lacks them."""
+    try:
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx as patch
+    except ImportError:
+        return
+    patch()
+
+
+def tensorflow_backend_core():
+    """Keras's TensorFlow backend ``core`` module, whose ``scan`` the ONNX export replaces
+    while tracing (deploy/_tensorflow.py: recurrent layers)."""
+    from keras.src.backend.tensorflow import core
+
+    return core
+
+
 def standardize_data_format(data_format):
     from keras.src import backend
 

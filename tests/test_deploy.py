@@ -1,9 +1,11 @@
-"""Deployment formats (caffe2keras/deploy/): every conformance case, model golden and
-fork golden exported to ONNX, TFLite and a SavedModel, run in onnxruntime, the LiteRT
-interpreter and TensorFlow, against the blobs real Caffe computed (the project's
-criterion). Layers with no Caffe golden here (Interp, ShuffleChannel, SegNet Upsample,
-MVN, the activations...) are checked against the Keras model, itself checked against
-references in test_emit_*.
+"""Deployment formats (caffe2keras/deploy/): every real-Caffe golden the test suite holds
+(the conformance cases and model goldens in ../shared, the fork goldens in
+tests/fixtures/fork_goldens, the archives in tests/data) exported to ONNX, TFLite and a
+SavedModel, run in onnxruntime, the LiteRT interpreter and TensorFlow, against the blobs
+real Caffe computed (the project's criterion). Small cases are exported in batches, one
+file holding many nets side by side, to keep the test time down. Layers with no Caffe
+golden here (Interp, ShuffleChannel, SegNet Upsample and BN, Axpy, the detection heads...)
+are checked against the Keras model, itself checked against references in test_emit_*.
 
 The exports are traced on the TensorFlow backend whatever backend runs, so these run
 once, in the KERAS_BACKEND=tensorflow run (with the [onnx] and [tflite] extras); under
@@ -27,6 +29,9 @@ from caffe2keras.deploy.runtime import load_artifact
 from caffe2keras.errors import CaffeFormatError
 
 from . import test_emit_ssd as ssd
+from .compute_goldens import ARCHIVE as COMPUTE_ARCHIVE
+from .compute_goldens import LAYERS_ARCHIVE, write_case
+from .compute_goldens import cases as archive_cases
 from .shared import (
     CONFORMANCE_CASES,
     MODELS,
@@ -37,18 +42,23 @@ from .shared import (
     to_caffe_layout,
     to_keras_layout,
 )
+from .test_emit_detect import assert_proposals
+from .test_emit_zoo import FILTER_CASES
 
 FORMATS = ["onnx", "tflite", "saved_model"]
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": ""}
 ON_TF = keras.backend.backend() == "tensorflow"
-FORK_GOLDENS = Path(__file__).resolve().parent / "fixtures" / "fork_goldens"
-# Proposal's golden holds Caffe's packed rois and its split blobs; its padded rows are
-# compared in test_emit_detect, not yet through the deployment formats
-NOT_IN_FORMATS_YET = {"proposal"}
-FIXTURES = ([("conformance", c) for c in CONFORMANCE_CASES] +
-            [("model", k) for k in sorted(MODELS_INDEX)] +
+TESTS = Path(__file__).resolve().parent
+FORK_GOLDENS = TESTS / "fixtures" / "fork_goldens"
+TENSOR_ARCHIVE = TESTS / "data" / "tensor_goldens.npz"
+DUPLICATE_NAMES = TESTS / "data" / "duplicate_names_golden.npz"
+# exported one net per file: the big nets, and those compared in their own way (SSD's
+# detections, Proposal's padded rows)
+ALONE = {"ssd_detection", "proposal"}
+FIXTURES = ([("model", k) for k in sorted(MODELS_INDEX)] +
             [("fork", p.name) for p in sorted(FORK_GOLDENS.iterdir())
-             if p.is_dir() and p.name not in NOT_IN_FORMATS_YET])
+             if p.is_dir() and p.name in ALONE])
+FORK_SMALL = sorted(p.name for p in FORK_GOLDENS.iterdir() if p.is_dir() and p.name not in ALONE)
 F32 = np.float32
 
 tensorflow_run = pytest.mark.skipif(
@@ -97,6 +107,44 @@ def is_detection(name, blob):
     return blob == "detection_out" or (name == "ssd_detection" and blob.startswith("det"))
 
 
+def compare(name, got, feed, golden, fmt):
+    """Hold every blob of ``golden`` (Caffe layout) to the criterion; ``got``: the
+    artifact's outputs (Keras layouts). Returns how many blobs were compared."""
+    checked = 0
+    for blob, ref in golden.items():
+        if blob in feed and blob not in got:
+            assert fmt == "onnx", f"{name}:{blob}: input blob missing from the {fmt} outputs"
+            continue   # ONNX files leave out outputs that are their inputs
+        if blob not in got and "_split_" in blob and any(
+                np.array_equal(ref, v) for v in feed.values()):
+            continue   # Caffe's automatic split of an input blob: a copy of it
+        if is_detection(name, blob):
+            if got[blob].ndim == 3:   # DetectionOutput's fixed-size rows
+                ssd.assert_detections(got[blob], ref, blob,
+                                      any_tie_order=blob in ssd.STD_SORT_TIES)
+                checked += 1
+            continue
+        if name == "proposal" and blob.startswith("prop_"):
+            if not blob.endswith("_scores"):
+                # Caffe stacks the valid rows of every image; the converted layer gives
+                # each image a fixed block of post_nms_topn rows padded with -1
+                post = len(got[blob]) // len(feed["rpn_cls_prob"])
+                assert_proposals(got[blob], got[f"{blob}_scores"], ref,
+                                 golden[f"{blob}_scores"], post, blob)
+                checked += 1
+            continue
+        mine = to_caffe_layout(got[blob])
+        if name in FILTER_CASES:
+            # Caffe's Filter top holds the kept items only (a data-dependent batch); the
+            # converted layer gives them first, then zero rows
+            kept = int(np.count_nonzero(feed["sel"]))
+            assert not mine[kept:].any(), f"{name}:{blob}: rows after the kept items"
+            mine = mine[:kept]
+        assert_blob_close(mine, ref, f"{name}:{blob}")
+        checked += 1
+    return checked
+
+
 # ------------------------------------------------------ every golden, every format
 
 @tensorflow_run
@@ -111,20 +159,75 @@ def test_golden_in_its_runtime(kind, name, fmt, tmp_path):
     with np.load(inputs) as i, np.load(outputs) as o:
         feed, golden = dict(i), dict(o)
     got = artifact.run({k: to_keras_layout(v) for k, v in feed.items()})
-    checked = 0
-    for blob, ref in golden.items():
-        if blob in feed and blob not in got:
-            assert fmt == "onnx", f"{blob}: input blob missing from the {fmt} outputs"
-            continue   # ONNX files leave out outputs that are their inputs
-        if is_detection(name, blob):
-            if got[blob].ndim == 3:   # DetectionOutput's fixed-size rows
-                ssd.assert_detections(got[blob], ref, blob,
-                                      any_tie_order=blob in ssd.STD_SORT_TIES)
-                checked += 1
-            continue
-        assert_blob_close(to_caffe_layout(got[blob]), ref, blob)
-        checked += 1
-    assert checked >= 1
+    assert compare(name, got, feed, golden, fmt) >= 1
+
+
+def files_case(name, deploy_path, weights, inputs, outputs):
+    with np.load(inputs) as i, np.load(outputs) as o:
+        return name, deploy_path, weights, dict(i), dict(o)
+
+
+def batch_cases(batch, tmp_path):
+    """[(name, prototxt, caffemodel, inputs, Caffe's blobs)] of a batch of small goldens."""
+    if batch == "conformance":
+        return ([files_case(c, *conformance_files(c)) for c in CONFORMANCE_CASES] +
+                [files_case(f"fork_{c}", *fixture_files("fork", c)) for c in FORK_SMALL])
+    if batch == "tensor+names":
+        with np.load(DUPLICATE_NAMES) as g:
+            deploy_path, weights = tmp_path / "dup.prototxt", tmp_path / "dup.caffemodel"
+            deploy_path.write_text(str(g["prototxt"]))
+            weights.write_bytes(g["caffemodel"].tobytes())
+            dup = ("duplicate_names", deploy_path, weights, {"data": g["in/data"]},
+                   {k: g[f"out/{k}"] for k in ("c1", "c2", "p", "k1", "k2", "out")})
+        return [(c, *write_case(c, tmp_path, TENSOR_ARCHIVE))
+                for c in archive_cases("", TENSOR_ARCHIVE)] + [dup]
+    archive = {"compute": COMPUTE_ARCHIVE, "layers": LAYERS_ARCHIVE}[batch]
+    return [(c, *write_case(c, tmp_path, archive)) for c in archive_cases("", archive)]
+
+
+def side_by_side(cases):
+    """One Keras model running every case's net on its own inputs (named CASE.BLOB), with
+    outputs CASE.BLOB; and the feed for it (Keras layouts; each input its own batch)."""
+    from caffe2keras.emit.plan import keras_name
+
+    inputs, outputs, feed = {}, {}, {}
+    for name, deploy_path, weights, ins, _ in cases:
+        model = quiet(caffe2keras.convert, deploy_path, weights, outputs="all")
+        model = keras.Model(model.input, model.output, name=keras_name(name))
+        mine = {}
+        for blob, t in model.input.items():
+            key = keras_name(f"{name}.{blob}")
+            mine[blob] = inputs[key] = keras.Input(t.shape[1:], dtype=t.dtype, name=key)
+            feed[key] = to_keras_layout(ins[blob])
+        for blob, t in model(mine).items():
+            if blob not in ins:   # an input passed through a nested model is no output
+                outputs[f"{name}.{blob}"] = t
+    return keras.Model(inputs, outputs, name="side_by_side"), feed
+
+
+BATCHES = ["conformance", "compute", "layers", "tensor+names"]
+
+
+@tensorflow_run
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_small_goldens_in_their_runtime(batch, fmt, tmp_path):
+    """The small goldens, a batch of nets per file, through the exporter's own path
+    (``write``: the expressibility check, the ONNX bridges, the atomic write)."""
+    from caffe2keras.deploy import _tensorflow
+
+    needs(fmt)
+    cases = batch_cases(batch, tmp_path)
+    assert len(cases) >= 8
+    model, feed = side_by_side(cases)
+    out = tmp_path / f"batch{SUFFIX[fmt]}"
+    quiet(_tensorflow.write, model, fmt, out, first_axis={k: len(v) for k, v in feed.items()})
+    got = load_artifact(out).run(feed)
+    for name, _, _, ins, golden in cases:
+        mine = {blob[len(name) + 1:]: v for blob, v in got.items()
+                if blob.startswith(f"{name}.")}
+        golden = {b: v for b, v in golden.items() if b not in ins}
+        assert compare(name, mine, ins, golden, fmt) >= 1, name
 
 
 # ------------------------------------------- layers without a Caffe golden in ../shared
@@ -200,6 +303,90 @@ def test_layers_without_goldens_survive(fmt, tmp_path):
         if blob in feed:
             continue
         assert_blob_close(got[blob], ref, blob)
+
+
+FORK_ZOO = """
+name: "fork_zoo"
+input: "data"  input_shape { dim: 2 dim: 8 dim: 12 dim: 16 }
+input: "rois"  input_shape { dim: 5 dim: 5 }
+input: "s32" input_shape { dim: 1 dim: 16 dim: 4 dim: 4 }
+input: "s16" input_shape { dim: 1 dim: 16 dim: 8 dim: 8 }
+layer { name: "roi" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi"
+        roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.0625 } }
+layer { name: "psroi" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "psroi"
+        psroi_pooling_param { spatial_scale: 0.0625 output_dim: 2 group_size: 2 } }
+layer { name: "reorg" type: "Reorg" bottom: "data" top: "reorg" reorg_param { stride: 2 } }
+layer { name: "region" type: "Region" bottom: "data" top: "region"
+        region_param { classes: 1 coords: 2 num: 2 } }
+layer { name: "bn" type: "BN" bottom: "data" top: "bn"
+        bn_param { scale_filler { type: "gaussian" } shift_filler { type: "gaussian" } } }
+layer { name: "gap" type: "Pooling" bottom: "data" top: "gap"
+        pooling_param { pool: AVE global_pooling: true } }
+layer { name: "axpy" type: "Axpy" bottom: "gap" bottom: "bn" bottom: "data" top: "axpy" }
+layer { name: "hole" type: "Convolution" bottom: "data" top: "hole"
+        convolution_param { num_output: 4 kernel_size: 3 hole: 2
+                            weight_filler { type: "gaussian" } } }
+layer { name: "det" type: "Yolov3DetectionOutput" bottom: "s32" bottom: "s16" top: "det"
+        yolov3_detection_output_param {
+          num_classes: 3 num_box: 2 confidence_threshold: 0.3 nms_threshold: 0.45
+          biases: 10 biases: 14 biases: 23 biases: 27 biases: 37 biases: 58
+          biases: 81 biases: 82 biases: 135 biases: 169 biases: 344 biases: 319
+          anchors_scale: 32 anchors_scale: 16 mask_group_num: 2
+          mask: 3 mask: 4 mask: 0 mask: 1 } }
+"""
+
+
+def fork_zoo_without(layers):
+    """FORK_ZOO less the named layers (one layer a line once indentation is joined)."""
+    return "\n".join(ln for ln in FORK_ZOO.replace("\n        ", " ").splitlines()
+                     if not any(f'name: "{name}"' in ln for name in layers))
+
+
+@tensorflow_run
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fork_layers_without_goldens_survive(fmt, tmp_path):
+    """The fork layers checked against numpy references of their forks' C++ (test_emit_
+    detect, test_emit_zoo_bn): ROIPooling, PSROIPooling, Reorg, Region, SegNet's BN, Axpy,
+    DeepLab's hole convolution, the YOLOv3 head; the artifact computes what the Keras model
+    computes (fresh weights, seed 0)."""
+    from caffe2keras.deploy._tensorflow import UNEXPRESSIBLE
+
+    from .test_emit_detect import _rois_with_edge_cases
+
+    needs(fmt)
+    path = tmp_path / "fork_zoo.prototxt"
+    # a layer the format cannot express is left out (test_unexpressible_layers_are_named)
+    left_out = {"Yolov3DetectionOutput": "det", "PSROIPooling": "psroi"}
+    path.write_text(fork_zoo_without({left_out[c] for c in UNEXPRESSIBLE[fmt]}))
+    rng = np.random.default_rng(0)
+    feed = {"data": to_keras_layout(rng.normal(size=(2, 8, 12, 16)).astype(F32)),
+            "rois": _rois_with_edge_cases(rng, 2, 12, 16, 1 / 16, count=0)[:5],
+            "s32": to_keras_layout(rng.normal(size=(1, 16, 4, 4)).astype(F32)),
+            "s16": to_keras_layout(rng.normal(size=(1, 16, 8, 8)).astype(F32))}
+    model = quiet(caffe2keras.convert, path, seed=0, outputs="all")
+    want = {k: keras.ops.convert_to_numpy(v) for k, v in model(feed).items()}
+    got = load_artifact(export(path, None, tmp_path, fmt, outputs="all", seed=0)).run(feed)
+    for blob, ref in want.items():
+        if blob not in feed:
+            assert_blob_close(got[blob], ref, blob)
+
+
+@tensorflow_run
+@pytest.mark.parametrize("fmt,layer,kind", [("onnx", "det", "Yolov3DetectionOutput"),
+                                            ("tflite", "det", "Yolov3DetectionOutput"),
+                                            ("tflite", "psroi", "PSROIPooling")])
+def test_unexpressible_layers_are_named(fmt, layer, kind, tmp_path):
+    """The layers the README's table marks "no" for a format stop the export before
+    tracing, naming the layer and the format."""
+    from caffe2keras.deploy import _tensorflow
+
+    needs(fmt)
+    path = tmp_path / "fork_zoo.prototxt"
+    path.write_text(fork_zoo_without({"det"} - {layer}))
+    with pytest.raises(CaffeFormatError, match=rf"layer '{layer}': {_tensorflow.NAMES[fmt]} "
+                                               rf"cannot express this layer \({kind}\)"):
+        export(path, None, tmp_path, fmt, outputs="all", seed=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["fork_zoo.prototxt"]
 
 
 # --------------------------------------------------------------------- names, batch
@@ -298,7 +485,11 @@ def test_failed_export_leaves_old_output_alone(fmt, tmp_path, monkeypatch):
         (Path(path) / "half" if fmt == "saved_model" else Path(path)).write_bytes(b"half")
         raise RuntimeError("converter error: boom at model/conv/Conv2D")
 
-    monkeypatch.setattr(keras.Model, "export", broken)
+    if fmt == "onnx":   # written by deploy/_onnx.py, not keras.Model.export
+        from caffe2keras.deploy import _onnx
+        monkeypatch.setattr(_onnx, "write_onnx", lambda model, path, *a: broken(model, path))
+    else:
+        monkeypatch.setattr(keras.Model, "export", broken)
     with pytest.raises(CaffeFormatError,
                        match=r"layer 'conv': the .* exporter failed \(Conv2D\): converter error"):
         export(deploy_path, weights, tmp_path, fmt)

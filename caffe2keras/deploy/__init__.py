@@ -20,9 +20,9 @@ numbers, and the TFLite and SavedModel formats need TensorFlow anyway (Keras's J
 path needs jax2onnx, its torch path fixes the batch size to 1).
 
 Names: outputs keep the Caffe blob names exactly in every format. Inputs keep them exactly
-in ONNX; in SavedModel and TFLite an input is a TF placeholder, named as the ``.keras``
-model's Input layer: every character outside ``A-Z a-z 0-9 _ . -`` becomes ``_``
-(``in/put`` -> ``in_put``). Layouts are the Keras model's: 4-D blobs NHWC, other ranks in
+in ONNX; in SavedModel and TFLite an input is a TF function parameter: every character
+outside ``A-Z a-z 0-9 _`` becomes ``_``, and ``arg_`` goes in front of a name that does not
+start with a letter (``in/put`` -> ``in_put``, ``0.a`` -> ``arg_0_a``). Layouts are the Keras model's: 4-D blobs NHWC, other ranks in
 Caffe's axis order; the batch size is free.
 
 Every output is written to a temporary name beside it and renamed into place (a
@@ -52,9 +52,15 @@ class MissingExtra(CaffeFormatError):
 
 
 def deploy_input_name(blob: str) -> str:
-    """An input's name in a SavedModel or TFLite file (the Keras Input layer's name)."""
+    """An input's name in a SavedModel or TFLite file: the Keras Input layer's name made a
+    Python identifier as TensorFlow makes function parameters (every character but
+    letters, digits and ``_`` becomes ``_``; ``arg_`` in front unless it starts with a
+    letter)."""
+    import re
+
     from ..emit.plan import keras_name
-    return keras_name(blob)
+    name = re.sub(r"[^A-Za-z0-9_]", "_", keras_name(blob))
+    return name if name[:1].isalpha() else "arg_" + name
 
 
 def pick_format(out, fmt=None) -> str:

@@ -13,8 +13,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import CaffeFormatError
 from . import MissingExtra, preprocessor_from_state, require
 
@@ -22,11 +20,20 @@ from . import MissingExtra, preprocessor_from_state, require
 # layer class: why}}. Filled from running every conformance case, model golden and fork
 # golden through each exporter (tests/test_deploy.py); a class absent here survives.
 UNEXPRESSIBLE = {
-    "onnx": {},
-    "tflite": {},
+    "onnx": {"Yolov3DetectionOutput": "its traced graph holds a TensorFlow Bitcast, which "
+                                      "has no ONNX operator (tf2onnx leaves it unconverted)"},
+    "tflite": {"PSROIPooling": "its position-sensitive sums are einsums that TFLite's "
+                               "builtin ops cannot express (they would need the Flex "
+                               "delegate)",
+               "Yolov3DetectionOutput": "its traced graph holds TensorFlow bit operations "
+                                        "(BitwiseAnd) that have no TFLite builtin op"},
     "saved_model": {},
 }
 NAMES = {"onnx": "ONNX", "tflite": "TFLite", "saved_model": "SavedModel"}
+# Keras's TensorFlow ops.scan needs a static length, and Caffe's recurrent layers scan over
+# the blob's first axis (time), which is the Keras batch axis: a net with one of these is
+# exported with its inputs' first axis fixed to the prototxt's size (free elsewhere).
+STATIC_FIRST_AXIS = {"CaffeLSTM", "CaffeRNN"}
 
 
 def export(spec):
@@ -49,31 +56,54 @@ def export(spec):
                             seed=spec["seed"])
     if spec["preprocessor"] is not None:
         model = preprocessor_from_state(spec["preprocessor"]).wrap(model)
-    _check_expressible(model, fmt, graph)
+    first_axis = {graph.values[b].blob: graph.values[b].shape[0] for b in graph.inputs}
+    del graph   # its weights are the model's now; the export needs them only once
+    return write(model, fmt, out, source=spec["prototxt"], first_axis=first_axis)
+
+
+def write(model, fmt, out, source=None, first_axis=None):
+    """Write a Keras model built on the TensorFlow backend to ``out`` in ``fmt``.
+    ``source``: the file errors name (the prototxt); ``first_axis``: {input blob: the
+    prototxt's size of its first axis}, kept where a layer needs it (STATIC_FIRST_AXIS)."""
+    import keras
+    import tensorflow as tf
+
+    from ..keras_compat import producer
+
+    _check_expressible(model, fmt, source)
     if fmt == "onnx":
         model = _without_input_outputs(model)
-    # Keras's exporters want a model that has run once
-    model({k: np.zeros((1, *v.shape[1:]), v.dtype) for k, v in model.input.items()})
-    with _quiet():
+    static = first_axis is not None and any(
+        type(la).__name__ in STATIC_FIRST_AXIS
+        for la in model._flatten_layers(include_self=False, recursive=True))
+    if static:
+        model = _with_static_first_axis(model, first_axis)
+    unsigned = _inner_models_unsigned(model) if static else contextlib.nullcontext()
+    signature = [{blob: tf.TensorSpec(t.shape, t.dtype, name=producer(t).name)
+                  for blob, t in model.input.items()}]
+    # Keras's exporters want a model that has been called; a symbolic call does (a call
+    # on zeros would fail for a net whose Reshape fixes the batch size)
+    model({k: keras.KerasTensor(v.shape, v.dtype) for k, v in model.input.items()})
+    with _quiet(), unsigned:
         if fmt == "saved_model":
             with atomic_directory(out) as tmp:
-                _trace(model, fmt, graph, lambda: model.export(
-                    tmp, format="tf_saved_model", verbose=False))
+                _trace(model, fmt, source, lambda: model.export(
+                    tmp, format="tf_saved_model", verbose=False, input_signature=signature))
         elif fmt == "onnx":
             from ..files import atomic_output
-            with atomic_output(out, suffix=".onnx") as tmp, _grouped_conv_unrolled():
-                _trace(model, fmt, graph, lambda: model.export(tmp, format="onnx",
-                                                               verbose=False))
-                _onnx_caffe_input_names(tmp, model)
+            from ._onnx import write_onnx
+            with (atomic_output(out, suffix=".onnx") as tmp, _grouped_conv_unrolled(),
+                  _scan_unrolled()):
+                _trace(model, fmt, source,
+                       lambda: write_onnx(model, tmp, signature[0],
+                                          _onnx_input_names(model)))
         else:
-            import tensorflow as tf
-
             from ..files import atomic_output
-            with atomic_output(out, suffix=".tflite") as tmp:
+            with atomic_output(out, suffix=".tflite") as tmp, _softplus_without_overflow():
                 # builtin ops only: a file that needs the TF ("Flex") delegate does not run
                 # in the plain LiteRT interpreter, so that is an error here, not at run time
-                _trace(model, fmt, graph, lambda: model.export(
-                    tmp, format="litert", verbose=False,
+                _trace(model, fmt, source, lambda: model.export(
+                    tmp, format="litert", verbose=False, input_signature=signature,
                     target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}))
     return out
 
@@ -90,17 +120,47 @@ def _without_input_outputs(model):
     return keras.Model(model.input, outputs, name=model.name)
 
 
-def _check_expressible(model, fmt, graph):
+def _with_static_first_axis(model, first_axis):
+    """``model`` called on Inputs whose first axis has the prototxt's size."""
+    import keras
+
+    from ..keras_compat import producer
+
+    inputs = {blob: keras.Input(batch_shape=(first_axis.get(blob), *t.shape[1:]),
+                                dtype=t.dtype, name=producer(t).name)
+              for blob, t in model.input.items()}
+    return keras.Model(inputs, model(inputs), name=f"{model.name}_static")
+
+
+@contextlib.contextmanager
+def _inner_models_unsigned(root):
+    """Saving a SavedModel (TFLite goes through one) traces every tracked Keras model's
+    default serving signature from its Input shapes; for the model inside
+    _with_static_first_axis that is a free first axis, which the recurrent layers cannot
+    trace. Only ``root``'s is wanted (the export's own endpoint is another)."""
+    from ..keras_compat import tensorflow_layer_class
+
+    TFLayer = tensorflow_layer_class()
+    original = TFLayer.__dict__["_default_save_signature"]
+    TFLayer._default_save_signature = property(
+        lambda self: original.fget(self) if self is root else None)
+    try:
+        yield
+    finally:
+        TFLayer._default_save_signature = original
+
+
+def _check_expressible(model, fmt, source):
     bad = UNEXPRESSIBLE[fmt]
     for layer in model.layers:
         why = bad.get(type(layer).__name__)
         if why:
             raise CaffeFormatError(f"{NAMES[fmt]} cannot express this layer "
-                                   f"({type(layer).__name__}): {why}", path=graph.net.path,
+                                   f"({type(layer).__name__}): {why}", path=source,
                                    layer=layer.name)
 
 
-def _trace(model, fmt, graph, run):
+def _trace(model, fmt, source, run):
     """Run the exporter; its failure becomes one line naming the format and, where the
     message names one, the layer (Keras layer names are the Caffe ones, sanitised)."""
     try:
@@ -114,43 +174,28 @@ def _trace(model, fmt, graph, run):
                      text.strip().splitlines()[0] if text.strip() else type(e).__name__)
         what = f" ({type(layer).__name__})" if layer is not None else ""
         raise CaffeFormatError(f"the {NAMES[fmt]} exporter failed{what}: {first[:300]}",
-                               path=graph.net.path,
+                               path=source,
                                layer=layer.name if layer is not None else None) from None
 
 
 def _layer_in(text, model):
-    """The model layer a converter message points at (ops are scoped by layer name)."""
-    names = sorted((la for la in model.layers if la.name), key=lambda la: -len(la.name))
-    for la in names:
-        if re.search(rf"(^|[\s'\"/@(]){re.escape(la.name)}(/|['\"\s)@]|$)", text):
-            return la
-    return None
+    """The model layer a converter message points at first (ops are scoped by layer name,
+    which tracing may suffix: ``det_1/BitwiseAnd``); a longer name wins at one place."""
+    found = []
+    for la in model.layers:
+        if la.name:
+            m = re.search(rf"(^|[\s'\"/@(]){re.escape(la.name)}(_\d+)?(/|['\"\s)@]|$)", text)
+            if m:
+                found.append((m.start(), -len(la.name), la))
+    return min(found, key=lambda f: f[:2])[2] if found else None
 
 
-def _onnx_caffe_input_names(path, model):
-    """tf2onnx names graph inputs after the TF placeholders (the Keras Input names); ONNX
-    allows any string, so give them back their Caffe blob names. (Keras's exporter has no
-    option for it.)"""
-    import onnx
-
+def _onnx_input_names(model):
+    """{Keras Input name: Caffe blob}: tf2onnx names graph inputs after the TF placeholders
+    (the Keras Input names); ONNX allows any string, so they get their Caffe blob names
+    back. (Keras's exporter has no option for it.)"""
     from ..keras_compat import producer
-
-    rename = {}
-    for blob, tensor in model.input.items():
-        kname = producer(tensor).name
-        if kname != blob:
-            rename[kname] = blob
-    if not rename:
-        return
-    proto = onnx.load(path)
-    for value in proto.graph.input:
-        if value.name in rename:
-            value.name = rename[value.name]
-    for node in proto.graph.node:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-    onnx.save(proto, path)
+    return {producer(t).name: blob for blob, t in model.input.items()}
 
 
 @contextlib.contextmanager
@@ -184,6 +229,66 @@ def _grouped_conv_unrolled():
         yield
     finally:
         tf_nn.conv = original
+
+
+@contextlib.contextmanager
+def _softplus_without_overflow():
+    """TFLite's converter writes softplus (Caffe's BNLL) as log(1 + exp(x)), which is inf
+    from x = 89 on, where Caffe (and TensorFlow) give x. While tracing for TFLite it is
+    max(x, 0) + log(1 + exp(-|x|)): the same function, with exp of no positive number."""
+    import tensorflow as tf
+
+    from ..keras_compat import tensorflow_backend_nn
+
+    tf_nn = tensorflow_backend_nn()
+    original = tf_nn.softplus
+
+    def softplus(x):
+        x = tf.convert_to_tensor(x)
+        return tf.nn.relu(x) + tf.math.log(1 + tf.exp(-tf.abs(x)))
+
+    tf_nn.softplus = softplus
+    try:
+        yield
+    finally:
+        tf_nn.softplus = original
+
+
+@contextlib.contextmanager
+def _scan_unrolled():
+    """Keras's TensorFlow ops.scan is a tf.while_loop, which tf2onnx converts only in its
+    simplest form (it fails where the last carry is an output too: Caffe's LSTM/RNN with
+    expose_hidden). While tracing for ONNX, a scan of static length (the recurrent nets'
+    time axis is static in an export, see STATIC_FIRST_AXIS) is written out step by step:
+    plain ops ONNX has."""
+    import keras
+    import tensorflow as tf
+
+    from ..keras_compat import tensorflow_backend_core
+
+    core = tensorflow_backend_core()
+    original = core.scan
+
+    def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
+        n = int(length) if length is not None else keras.tree.flatten(xs)[0].shape[0]
+        if n is None:
+            return original(f, init, xs, length, reverse, unroll)
+        carry, ys = init, []
+        for i in (reversed(range(n)) if reverse else range(n)):
+            x = None if xs is None else keras.tree.map_structure(lambda a, i=i: a[i], xs)
+            carry, y = f(carry, x)
+            ys.append(y)
+        if reverse:
+            ys.reverse()
+        if not ys or ys[0] is None:
+            return carry, None
+        return carry, keras.tree.map_structure(lambda *a: tf.stack(a), *ys)
+
+    core.scan = scan
+    try:
+        yield
+    finally:
+        core.scan = original
 
 
 @contextlib.contextmanager

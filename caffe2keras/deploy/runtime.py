@@ -151,11 +151,74 @@ def artifact_bytes(path) -> int:
 
 def describe_artifact(path, fmt=None) -> str:
     """One line: format, size, input and output names as the runtime sees them."""
-    art = load_artifact(path, fmt)
-    outs = art.output_names()
+    fmt = fmt or artifact_format(path)
+    if fmt == "onnx":   # names only: an onnxruntime session would hold the weights twice
+        ins, outs = onnx_io_names(path)
+    else:
+        art = load_artifact(path, fmt)
+        ins, outs = art.inputs, art.output_names()
     label = {"onnx": "ONNX", "tflite": "TFLite", "saved_model": "SavedModel",
-             "keras": "Keras"}[art.format]
+             "keras": "Keras"}[fmt]
     size = artifact_bytes(path)
     size = f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
-    return (f"{label}, {size}; inputs {', '.join(art.inputs)}; "
+    return (f"{label}, {size}; inputs {', '.join(ins)}; "
             f"outputs {', '.join(outs)}")
+
+
+def onnx_io_names(path):
+    """An ONNX file's graph inputs (less initializers, as onnxruntime lists them) and
+    outputs, read from its protobuf fields without parsing the weights."""
+    import mmap
+
+    def fields(buf, start, end):
+        """(field number, wire type, value or (start, end) of a length-delimited one)."""
+        pos = start
+        while pos < end:
+            key, pos = _varint(buf, pos)
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = _varint(buf, pos)
+            elif wire == 1:
+                value, pos = None, pos + 8
+            elif wire == 5:
+                value, pos = None, pos + 4
+            elif wire == 2:
+                n, pos = _varint(buf, pos)
+                value, pos = (pos, pos + n), pos + n
+            else:
+                raise CaffeFormatError(f"not an ONNX file (protobuf wire type {wire})",
+                                       path=path)
+            yield field, wire, value
+
+    def name(buf, span, field_no):
+        for f, w, v in fields(buf, *span):
+            if f == field_no and w == 2:
+                return bytes(buf[v[0]:v[1]]).decode()
+        return ""
+
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        ins, outs, weights = [], [], set()
+        for f, w, graph in fields(buf, 0, len(buf)):
+            if f != 7 or w != 2:   # ModelProto.graph
+                continue
+            for g, gw, span in fields(buf, *graph):
+                if gw != 2:
+                    continue
+                if g == 11:        # GraphProto.input: ValueInfoProto, name = 1
+                    ins.append(name(buf, span, 1))
+                elif g == 12:      # GraphProto.output
+                    outs.append(name(buf, span, 1))
+                elif g == 5:       # GraphProto.initializer: TensorProto, name = 8
+                    weights.add(name(buf, span, 8))
+    return [i for i in ins if i not in weights], outs
+
+
+def _varint(buf, pos):
+    value = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, pos
