@@ -10,6 +10,7 @@ import warnings
 
 from . import __version__
 from .errors import CaffeWarning, NameNotFoundError, UserInputError
+from .quiet import quiet_tensorflow_import
 
 COMMANDS = ["inspect", "convert", "weights", "predict", "codegen", "verify", "dump_reference", "mean",
             "train"]
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
         return 2
     warnings.showwarning = _show_warning
     warnings.simplefilter("default", CaffeWarning)
+    quiet_tensorflow_import()
     try:
         return modules[args.command].run(args)
     except UserInputError as e:  # a bad file (CaffeFormatError), option or image

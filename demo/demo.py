@@ -129,30 +129,12 @@ def deploy_step(deploy, weights, pre, batch, prob, ref):
 DEPLOY = True
 
 
-def import_tensorflow_quietly():
-    """Keras imports TensorFlow, when it is installed, for file I/O even on JAX; its C++
-    start-up lines (oneDNN, absl) ignore TF_CPP_MIN_LOG_LEVEL and would land in the middle
-    of the demo's output, so stderr's descriptor is muted while it loads."""
-    if importlib.util.find_spec("tensorflow") is None:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
-    except ImportError:
-        pass
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def main():
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # TensorFlow's start-up log lines
     warnings.simplefilter("ignore")
-    import_tensorflow_quietly()
+    from caffe2keras.quiet import quiet_tensorflow_import
+    quiet_tensorflow_import()   # its C++ start-up lines, when Keras imports it for file I/O
     t_start = time.perf_counter()
     deploy, weights = find_nsfw_files()
     image = cat_image()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CaffeFormatError
+from ..quiet import muted_stderr
 from . import deploy_input_name, require
 
 
@@ -120,7 +121,15 @@ class Artifact:
 
     def _run_tflite(self, x):
         runner = self._interpreter.get_signature_runner(self._signature)
-        return runner(**x)
+        if getattr(self, "_tflite_ran", False):
+            return runner(**x)
+        try:
+            with muted_stderr():  # LiteRT's "Created ... XNNPACK delegate" line, first run
+                out = runner(**x)
+        except (RuntimeError, ValueError):  # run again where LiteRT's own reason reaches stderr
+            return runner(**x)
+        self._tflite_ran = True
+        return out
 
     def _run_saved_model(self, x):
         import tensorflow as tf
