@@ -131,7 +131,6 @@ DEPLOY = True
 
 def main():
     os.environ.setdefault("KERAS_BACKEND", "jax")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # TensorFlow's start-up log lines
     warnings.simplefilter("ignore")
     from caffe2keras.quiet import quiet_tensorflow_import
     quiet_tensorflow_import()   # its C++ start-up lines, when Keras imports it for file I/O

@@ -63,6 +63,7 @@ class Artifact:
         from ai_edge_litert.interpreter import Interpreter
 
         self._interpreter = Interpreter(model_path=str(self.path))
+        self._tflite_ran = False
         sigs = self._interpreter.get_signature_list()
         self._signature = "serving_default" if "serving_default" in sigs else next(iter(sigs))
         self.inputs = list(sigs[self._signature]["inputs"])
@@ -121,7 +122,7 @@ class Artifact:
 
     def _run_tflite(self, x):
         runner = self._interpreter.get_signature_runner(self._signature)
-        if getattr(self, "_tflite_ran", False):
+        if self._tflite_ran:
             return runner(**x)
         try:
             with muted_stderr():  # LiteRT's "Created ... XNNPACK delegate" line, first run
